@@ -1,0 +1,241 @@
+/*
+ * shoal.h - the shoal client library (libshoal).
+ *
+ * A client connects to a scheduler, submits tasks (a function name plus
+ * MessagePack arguments, or a command line), and gets futures back.  A
+ * background I/O thread owns the socket: futures complete while the caller
+ * computes, and every function here may be called from several threads at
+ * once.  Nothing here busy-polls; waits sleep on condition variables.
+ *
+ * Conventions:
+ *   - Functions returning int return 0 on success and -1 on failure; functions
+ *     returning a pointer return NULL on failure.  On failure, if `err` is not
+ *     NULL it holds a sentence a person can read, and errno is set.
+ *   - Timeouts are in seconds; a negative timeout waits forever, 0 does not wait.
+ *     A wait that times out fails with errno ETIMEDOUT.
+ *   - Futures belong to the caller until shoal_release().  Releasing a future
+ *     tells the scheduler the result is no longer wanted, so the task record and
+ *     result are freed everywhere once nothing else depends on them.
+ *   - Byte buffers returned by accessors are owned by the future and stay valid
+ *     until it is released.
+ */
+#ifndef SHOAL_H
+#define SHOAL_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shoal_task.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHOAL_VERSION "0.1.0"
+#define SHOAL_DEFAULT_PORT 8686
+
+typedef struct shoal_client shoal_client_t;
+typedef struct shoal_future shoal_future_t;
+typedef struct shoal_as_completed shoal_as_completed_t;
+
+typedef struct shoal_error {
+    char msg[512];
+} shoal_error_t;
+
+/* --- Connecting ------------------------------------------------------------ */
+
+typedef struct shoal_connect_opts {
+    /* "tcp://HOST:PORT", "HOST:PORT", "inline://", or NULL.  NULL means:
+     * $SHOAL_SCHEDULER if set, else $SHOAL_SCHEDULER_FILE if set, else start a
+     * local cluster (a scheduler and `local_nworkers` worker processes as
+     * children of this process, torn down by shoal_disconnect()). */
+    const char *address;
+    const char *scheduler_file;  /* read the address from this JSON file */
+    double timeout;              /* connect timeout; 0 means the default, 10 s */
+    int local_nworkers;          /* local cluster: 0 means one per core */
+    int local_nthreads;          /* local cluster: threads per worker, 0 means 1 */
+    const char *name;            /* client name shown in status; may be NULL */
+} shoal_connect_opts_t;
+
+/* Connect with default options to `address` (see shoal_connect_opts_t). */
+shoal_client_t *shoal_connect(const char *address, shoal_error_t *err);
+
+shoal_client_t *shoal_connect_opts(const shoal_connect_opts_t *opts,
+                                   shoal_error_t *err);
+
+/* Disconnect: releases every future still held, closes the connection and, for
+ * a local cluster, stops the scheduler and workers it started.  Futures must
+ * not be used afterwards.  Accepts NULL. */
+void shoal_disconnect(shoal_client_t *c);
+
+/* The address this client is connected to ("inline://" for inline mode). */
+const char *shoal_client_address(const shoal_client_t *c);
+
+/* Block until at least n workers are connected (0 = ok immediately). */
+int shoal_wait_for_workers(shoal_client_t *c, int n, double timeout,
+                           shoal_error_t *err);
+
+/* Send the shared object at `path` to the scheduler, which hands it to every
+ * worker, now and joining later.  Returns once the scheduler has stored it.
+ * In inline mode the library is loaded into this process. */
+int shoal_upload_library(shoal_client_t *c, const char *path, shoal_error_t *err);
+
+/* --- Submitting ------------------------------------------------------------ */
+
+typedef struct shoal_submit_opts {
+    int priority;      /* higher runs first; default 0 */
+    int retries;       /* times to rerun a task that failed; default 0 */
+    const char *name;  /* optional label shown in errors and status */
+} shoal_submit_opts_t;
+
+/* Submit `func` with arguments `args` (`len` bytes of ONE MessagePack array).
+ * A future packed into the arguments with shoal_pack_future() makes this task
+ * depend on it: the task runs after it, with its result in place of the
+ * reference.  `opts` may be NULL.  The bytes are copied. */
+shoal_future_t *shoal_submit(shoal_client_t *c, const char *func, const void *args,
+                             size_t len, const shoal_submit_opts_t *opts,
+                             shoal_error_t *err);
+
+/* Submit `func` once per argument array: args[i] of lens[i] bytes.  On success
+ * out[0..n-1] hold the futures, in order.  All or nothing: on failure no future
+ * is returned. */
+int shoal_map(shoal_client_t *c, const char *func, const void *const *args,
+              const size_t *lens, size_t n, const shoal_submit_opts_t *opts,
+              shoal_future_t **out, shoal_error_t *err);
+
+/* Pack a reference to `f` (an argument that depends on f's result). */
+int shoal_pack_future(msgpack_packer *pk, const shoal_future_t *f);
+
+/* --- Command tasks ---------------------------------------------------------- */
+
+/* The built-in function that runs a command.  Its arguments are one map:
+ *   {"argv": [str...], "env": [ "K=V"...] | nil, "cwd": str | nil,
+ *    "stdin": bin | nil, "timeout": float seconds | nil}
+ * and its result a map:
+ *   {"exit": int, "signal": int, "timed_out": bool, "stdout": bin, "stderr": bin}
+ * A command that ran is a successful task whatever its exit status; a command
+ * that could not be started (no such file...) is a failed task. */
+#define SHOAL_CMD_FUNC "shoal.cmd"
+
+typedef struct shoal_cmd {
+    const char *const *argv;   /* NULL-terminated; argv[0] searched in PATH */
+    const char *const *env;    /* NULL-terminated "K=V" list, or NULL to inherit */
+    const char *cwd;           /* or NULL */
+    const void *stdin_data;    /* or NULL */
+    size_t stdin_len;
+    double timeout;            /* seconds; <= 0 means none */
+} shoal_cmd_t;
+
+typedef struct shoal_cmd_result {
+    int exit_code;             /* -1 if killed by a signal */
+    int signal;                /* 0 unless killed by a signal */
+    int timed_out;
+    const char *out;           /* stdout bytes (owned by the future) */
+    size_t out_len;
+    const char *err;           /* stderr bytes (owned by the future) */
+    size_t err_len;
+} shoal_cmd_result_t;
+
+/* Pack the arguments of a command task (used by shoal_submit_cmd). */
+int shoal_pack_cmd(msgpack_packer *pk, const shoal_cmd_t *cmd);
+
+shoal_future_t *shoal_submit_cmd(shoal_client_t *c, const shoal_cmd_t *cmd,
+                                 const shoal_submit_opts_t *opts, shoal_error_t *err);
+
+/* Wait for a command task and decode its result. */
+int shoal_cmd_result(shoal_future_t *f, double timeout, shoal_cmd_result_t *out,
+                     shoal_error_t *err);
+
+/* --- Futures ------------------------------------------------------------------ */
+
+typedef enum shoal_status {
+    SHOAL_PENDING = 0,     /* not finished yet */
+    SHOAL_FINISHED = 1,    /* result available */
+    SHOAL_ERROR = 2,       /* the task (or one it depends on) failed */
+    SHOAL_CANCELLED = 3,   /* cancelled before it finished */
+} shoal_status_t;
+
+shoal_status_t shoal_future_status(const shoal_future_t *f);
+uint64_t shoal_future_id(const shoal_future_t *f);
+/* Error text of a failed or cancelled future, else NULL. */
+const char *shoal_future_error(const shoal_future_t *f);
+/* Name of the worker a finished or failed task ran on, or NULL if unknown. */
+const char *shoal_future_worker(const shoal_future_t *f);
+
+/* Wait up to `timeout` for f.  On success *data/*len are its result: the bytes
+ * of one MessagePack object, owned by the future.  A failed or cancelled task
+ * fails with its error text in err (errno EIO / ECANCELED). */
+int shoal_result(shoal_future_t *f, double timeout, const void **data, size_t *len,
+                 shoal_error_t *err);
+
+/* Like shoal_result, unpacked: *obj is valid until the future is released. */
+int shoal_result_object(shoal_future_t *f, double timeout, msgpack_object *obj,
+                        shoal_error_t *err);
+
+/* Convenience: the result as an integer / a double. */
+int shoal_result_i64(shoal_future_t *f, double timeout, int64_t *out, shoal_error_t *err);
+int shoal_result_f64(shoal_future_t *f, double timeout, double *out, shoal_error_t *err);
+
+/* Wait until all n futures finished.  Returns 0 if every one succeeded; -1 on
+ * timeout (ETIMEDOUT) or if any failed (err names the first failed task). */
+int shoal_gather(shoal_future_t *const *fs, size_t n, double timeout, shoal_error_t *err);
+
+typedef enum shoal_wait_mode {
+    SHOAL_ALL_COMPLETED = 0,
+    SHOAL_FIRST_COMPLETED = 1,
+    SHOAL_FIRST_EXCEPTION = 2,
+} shoal_wait_mode_t;
+
+/* Wait on n futures in the given mode.  Returns the number of futures that are
+ * done (finished, failed or cancelled) when the wait ends; done[i] (if not
+ * NULL) is set to 1 for those.  Returns -1 with ETIMEDOUT if the condition was
+ * not met within `timeout` (done[] is still filled). */
+int shoal_wait(shoal_future_t *const *fs, size_t n, shoal_wait_mode_t mode,
+               double timeout, char *done);
+
+/* Iterate futures in the order they complete.  The iterator holds its own
+ * reference to each future; the caller still owns (and releases) its own. */
+shoal_as_completed_t *shoal_as_completed(shoal_future_t *const *fs, size_t n);
+/* Add one more future to the iterator. */
+int shoal_as_completed_add(shoal_as_completed_t *ac, shoal_future_t *f);
+/* Next completed future; NULL when all have been returned (errno 0) or on
+ * timeout (errno ETIMEDOUT). */
+shoal_future_t *shoal_as_completed_next(shoal_as_completed_t *ac, double timeout);
+void shoal_as_completed_destroy(shoal_as_completed_t *ac);
+
+/* Cancel a pending or running task.  Its future (and those of tasks depending
+ * on it) become SHOAL_CANCELLED.  A running C task sees shoal_task_cancelled();
+ * a running command is killed.  Returns 0 also if it had already finished. */
+int shoal_cancel(shoal_future_t *f);
+
+/* Drop the caller's reference.  Accepts NULL. */
+void shoal_release(shoal_future_t *f);
+
+/* --- Cluster status --------------------------------------------------------- */
+
+typedef struct shoal_worker_info {
+    char name[128];
+    char host[128];
+    int pid;
+    int nthreads;
+    int running;          /* tasks being processed now */
+    uint64_t completed;   /* tasks finished since it joined */
+} shoal_worker_info_t;
+
+typedef struct shoal_status_info {
+    int nworkers;
+    int nthreads;         /* total over workers */
+    int nclients;
+    uint64_t waiting, ready, processing, memory, erred, total;
+    shoal_worker_info_t *workers;   /* nworkers entries, free with shoal_status_free */
+} shoal_status_info_t;
+
+int shoal_status(shoal_client_t *c, shoal_status_info_t *out, double timeout,
+                 shoal_error_t *err);
+void shoal_status_free(shoal_status_info_t *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHOAL_H */
