@@ -163,7 +163,7 @@ const char *shoal_future_error(const shoal_future_t *f);
 /* Name of the worker a finished or failed task ran on, or NULL if unknown. */
 const char *shoal_future_worker(const shoal_future_t *f);
 
-/* Wait up to `timeout` for f.  On success *data/*len are its result: the bytes
+/* Wait up to `timeout` for f.  On success *data and *len are its result: the bytes
  * of one MessagePack object, owned by the future.  A failed or cancelled task
  * fails with its error text in err (errno EIO / ECANCELED). */
 int shoal_result(shoal_future_t *f, double timeout, const void **data, size_t *len,

@@ -30,6 +30,8 @@
  *     (its result) and returns 0.
  *   - On failure it calls shoal_task_error() (which returns -1) and returns -1.
  *     Whatever was packed into `out` is discarded.
+ *   - Accessors set their outputs (to zero/NULL on failure) so callers need
+ *     not initialise them.
  *   - It may run on any executor thread, concurrently with other tasks: it must
  *     be thread-safe.  A long-running function should poll
  *     shoal_task_cancelled() and return early (with an error) when it is set.
@@ -136,6 +138,7 @@ static inline int shoal_arg_i64(shoal_task_ctx_t *ctx, const msgpack_object *arg
                                 size_t i, int64_t *out)
 {
     const msgpack_object *o = shoal_arg(ctx, args, i);
+    *out = 0;
     if (!o)
         return -1;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX) {
@@ -153,6 +156,7 @@ static inline int shoal_arg_u64(shoal_task_ctx_t *ctx, const msgpack_object *arg
                                 size_t i, uint64_t *out)
 {
     const msgpack_object *o = shoal_arg(ctx, args, i);
+    *out = 0;
     if (!o)
         return -1;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -166,6 +170,7 @@ static inline int shoal_arg_f64(shoal_task_ctx_t *ctx, const msgpack_object *arg
                                 size_t i, double *out)
 {
     const msgpack_object *o = shoal_arg(ctx, args, i);
+    *out = 0;
     if (!o)
         return -1;
     switch (o->type) {
@@ -189,6 +194,8 @@ static inline int shoal_arg_str(shoal_task_ctx_t *ctx, const msgpack_object *arg
                                 size_t i, const char **ptr, size_t *len)
 {
     const msgpack_object *o = shoal_arg(ctx, args, i);
+    *ptr = NULL;
+    *len = 0;
     if (!o)
         return -1;
     if (o->type != MSGPACK_OBJECT_STR)
@@ -203,6 +210,8 @@ static inline int shoal_arg_bin(shoal_task_ctx_t *ctx, const msgpack_object *arg
                                 size_t i, const void **ptr, size_t *len)
 {
     const msgpack_object *o = shoal_arg(ctx, args, i);
+    *ptr = NULL;
+    *len = 0;
     if (!o)
         return -1;
     if (o->type == MSGPACK_OBJECT_BIN) {
