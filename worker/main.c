@@ -1,0 +1,268 @@
+/*
+ * main.c - `shoal-worker`: command line, then either one worker (worker.h)
+ * or, with --nworkers M > 1, a supervisor of M worker processes
+ * (supervisor.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* shoal.h has a comment with a nested comment opener. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wcomment"
+#include "shoal.h"
+#pragma GCC diagnostic pop
+
+#include "log.h"
+#include "proto.h"
+#include "supervisor.h"
+#include "tasklib.h"
+#include "util.h"
+#include "worker.h"
+
+#define MAX_LIBRARIES 64
+#define MAX_THREADS 1024
+#define MAX_WORKERS 1024
+#define MAX_DEATH_TIMEOUT (30.0 * 24 * 3600)
+#define MIN_MESSAGE_SIZE 4096ULL
+#define MAX_MESSAGE_SIZE (1ULL << 40)
+
+static void s_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: shoal-worker [ADDRESS] [options]\n"
+        "\n"
+        "Connect to a shoal scheduler and run its tasks.  ADDRESS is tcp://HOST:PORT,\n"
+        "HOST:PORT or HOST (default port %d); or give --scheduler-file.\n"
+        "\n"
+        "options:\n"
+        "  --scheduler-file PATH    read the scheduler's address from PATH (waits up to\n"
+        "                           the death timeout for the file to appear)\n"
+        "  --nthreads N             executor threads per worker process (1..%d;\n"
+        "                           default: cores / nworkers, at least 1)\n"
+        "  --nworkers M             worker processes (1..%d, default 1); with M > 1\n"
+        "                           this process supervises them, named NAME-0..M-1,\n"
+        "                           and restarts one that crashes\n"
+        "  --name NAME              worker name (default HOST-PID)\n"
+        "  --library PATH.so        load a task library (repeatable, up to %d)\n"
+        "  --death-timeout SECONDS  exit when nothing is heard from the scheduler for\n"
+        "                           this long (default 60s)\n"
+        "  --max-message-size SIZE  largest message accepted (default 1GiB)\n"
+        "  --log-level LEVEL        error, warn, info or debug (default: $SHOAL_LOG_LEVEL\n"
+        "                           or info)\n"
+        "  --help, --version\n"
+        "\n"
+        "exit status: 0 stopped (scheduler said BYE, or SIGINT/SIGTERM), 1 error,\n"
+        "2 bad configuration, 3 scheduler lost (death timeout).\n",
+        SHOAL_DEFAULT_PORT, MAX_THREADS, MAX_WORKERS, MAX_LIBRARIES);
+}
+
+static int s_bad(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "shoal-worker: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'shoal-worker --help'.\n");
+    return WORKER_EXIT_CONFIG;
+}
+
+static int s_parse_level(const char *s)
+{
+    if (!strcmp(s, "error"))
+        return LOG_LVL_ERROR;
+    if (!strcmp(s, "warn") || !strcmp(s, "warning"))
+        return LOG_LVL_WARN;
+    if (!strcmp(s, "info"))
+        return LOG_LVL_INFO;
+    if (!strcmp(s, "debug"))
+        return LOG_LVL_DEBUG;
+    return -1;
+}
+
+/* A name is printable ASCII without spaces: it appears in logs, errors and
+ * the scheduler's status, and children append "-i" to it. */
+static int s_valid_name(const char *s)
+{
+    size_t n = strlen(s), i;
+
+    if (n == 0 || n >= WORKER_NAME_MAX - 8)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (s[i] <= ' ' || s[i] > '~')
+            return 0;
+    return 1;
+}
+
+enum {
+    OPT_SFILE = 256, OPT_NTHREADS, OPT_NWORKERS, OPT_NAME, OPT_LIBRARY,
+    OPT_DEATH, OPT_MAXMSG, OPT_LOGLEVEL, OPT_HELP, OPT_VERSION, OPT_CHILD,
+};
+
+static const struct option s_opts[] = {
+    {"scheduler-file", required_argument, NULL, OPT_SFILE},
+    {"nthreads", required_argument, NULL, OPT_NTHREADS},
+    {"nworkers", required_argument, NULL, OPT_NWORKERS},
+    {"name", required_argument, NULL, OPT_NAME},
+    {"library", required_argument, NULL, OPT_LIBRARY},
+    {"death-timeout", required_argument, NULL, OPT_DEATH},
+    {"max-message-size", required_argument, NULL, OPT_MAXMSG},
+    {"log-level", required_argument, NULL, OPT_LOGLEVEL},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    /* Internal: set by the supervisor for its children (supervisor.h). */
+    {SUPERVISOR_CHILD_OPT + 2, required_argument, NULL, OPT_CHILD},
+    {NULL, 0, NULL, 0},
+};
+
+int main(int argc, char **argv)
+{
+    const char *addr_arg = NULL, *sfile = NULL, *name_arg = NULL, *child_name = NULL;
+    const char *libs[MAX_LIBRARIES];
+    size_t nlibs = 0, i;
+    long nthreads = 0, nworkers = 1;
+    double death_timeout = 60.0;
+    uint64_t max_msg = (uint64_t)PROTO_DEFAULT_MAX_FRAME;
+    char address[SHOAL_ADDR_MAX], err[512], name[WORKER_NAME_MAX];
+    tasklib_t *lib = NULL;
+    worker_config_t wc;
+    int c, code;
+
+    log_init("shoal-worker");
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", s_opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_SFILE:
+            sfile = optarg;
+            break;
+        case OPT_NTHREADS:
+            if (util_parse_long(optarg, 1, MAX_THREADS, &nthreads) < 0)
+                return s_bad("--nthreads: '%s' is not a number from 1 to 1024", optarg);
+            break;
+        case OPT_NWORKERS:
+            if (util_parse_long(optarg, 1, MAX_WORKERS, &nworkers) < 0)
+                return s_bad("--nworkers: '%s' is not a number from 1 to 1024", optarg);
+            break;
+        case OPT_NAME:
+            if (!s_valid_name(optarg))
+                return s_bad("--name: '%s' must be 1 to 119 printable characters "
+                             "without spaces", optarg);
+            name_arg = optarg;
+            break;
+        case OPT_LIBRARY:
+            if (nlibs >= MAX_LIBRARIES)
+                return s_bad("too many --library options (at most %s)", "64");
+            libs[nlibs++] = optarg;
+            break;
+        case OPT_DEATH:
+            if (util_parse_duration(optarg, &death_timeout) < 0 || death_timeout <= 0 ||
+                death_timeout > MAX_DEATH_TIMEOUT)
+                return s_bad("--death-timeout: '%s' is not a duration (e.g. 60, 30s, 5m) "
+                             "greater than zero and at most 30 days", optarg);
+            break;
+        case OPT_MAXMSG:
+            if (util_parse_size(optarg, &max_msg) < 0 || max_msg < MIN_MESSAGE_SIZE ||
+                max_msg > MAX_MESSAGE_SIZE)
+                return s_bad("--max-message-size: '%s' is not a size from 4KiB to 1TiB",
+                             optarg);
+            break;
+        case OPT_LOGLEVEL: {
+            int lvl = s_parse_level(optarg);
+            if (lvl < 0)
+                return s_bad("--log-level: '%s' is not one of error, warn, info, debug",
+                             optarg);
+            log_set_level(lvl);
+            break;
+        }
+        case OPT_HELP:
+            s_usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("shoal-worker %s (protocol %d)\n", SHOAL_VERSION, PROTO_VERSION);
+            return 0;
+        case OPT_CHILD:
+            if (!s_valid_name(optarg))
+                return s_bad("bad internal worker name '%s'", optarg);
+            child_name = optarg;
+            break;
+        case ':':
+            return s_bad("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return s_bad("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        addr_arg = argv[optind++];
+    if (optind < argc)
+        return s_bad("unexpected argument '%s'", argv[optind]);
+    if (addr_arg && sfile)
+        return s_bad("give either ADDRESS or --scheduler-file, not both%s", "");
+    if (!addr_arg && !sfile)
+        return s_bad("no scheduler: give its ADDRESS or --scheduler-file PATH%s", "");
+
+    if (addr_arg) {
+        if (util_normalize_address(addr_arg, address, sizeof(address), err,
+                                   sizeof(err)) < 0) {
+            fprintf(stderr, "shoal-worker: bad scheduler address '%s': %s\n", addr_arg, err);
+            return WORKER_EXIT_CONFIG;
+        }
+    } else if (util_sfile_read(sfile, death_timeout, address, sizeof(address), err,
+                               sizeof(err)) < 0) {
+        log_err("cannot read the scheduler file %s: %s", sfile, err);
+        return WORKER_EXIT_ERROR;
+    }
+
+    if (nthreads == 0) {
+        long cores = util_ncpus();
+        /* A supervised child divides the cores like its supervisor did. */
+        nthreads = cores / nworkers;
+        if (nthreads < 1)
+            nthreads = 1;
+        if (nthreads > MAX_THREADS)
+            nthreads = MAX_THREADS;
+    }
+    if (child_name) {
+        util_fmt(name, sizeof(name), "%s", child_name);
+        nworkers = 1;
+    } else if (name_arg) {
+        util_fmt(name, sizeof(name), "%s", name_arg);
+    } else {
+        util_fmt(name, sizeof(name), "%s-%d", util_hostname(), (int)getpid());
+    }
+
+    /* Libraries are loaded here also by a supervisor, so that a bad one is
+     * reported once, at start, instead of crashing children in a loop. */
+    if (!(lib = tasklib_create())) {
+        log_err("cannot create the task registry: %s", strerror(errno));
+        return WORKER_EXIT_ERROR;
+    }
+    for (i = 0; i < nlibs; i++) {
+        if (tasklib_load(lib, libs[i], err, sizeof(err)) < 0) {
+            log_err("cannot load task library %s: %s", libs[i], err);
+            tasklib_destroy(lib);
+            return WORKER_EXIT_ERROR;
+        }
+    }
+
+    if (nworkers > 1) {
+        supervisor_config_t sc = {
+            .name = name, .nworkers = (int)nworkers, .argc = argc, .argv = argv,
+        };
+        code = supervisor_run(&sc);
+        tasklib_destroy(lib);
+        return code;
+    }
+
+    memset(&wc, 0, sizeof(wc));
+    wc.address = address;
+    wc.name = name;
+    wc.nthreads = (int)nthreads;
+    wc.death_timeout = death_timeout;
+    wc.max_frame = (int64_t)max_msg;
+    wc.lib = lib;
+    code = worker_run(&wc);
+    tasklib_destroy(lib);
+    return code;
+}
