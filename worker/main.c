@@ -11,11 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* shoal.h has a comment with a nested comment opener. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "shoal.h"
-#pragma GCC diagnostic pop
 
 #include "log.h"
 #include "proto.h"
