@@ -57,11 +57,17 @@ EX_BINS    := $(patsubst examples/%/main.c,build/examples/%,$(EX_BIN_SRC))
 TLIB_SRC   := $(wildcard tests/tasklibs/*.c)
 TLIBS      := $(patsubst tests/tasklibs/%.c,build/test/lib%.so,$(TLIB_SRC))
 
+# Each launcher in deploy/NAME/ contributes a build.mk that adds its programs to
+# DEPLOY_BINS (installed with the rest) and may add packages to DEPLOY_PKGS.
+DEPLOY_BINS :=
+DEPLOY_PKGS :=
+include $(wildcard deploy/*/build.mk)
+
 .PHONY: all deps check unit e2e demo asan ubsan valgrind install clean lint examples bench bench-quick
-all: $(BINS) $(LIBS) $(EX_LIBS) $(EX_BINS) $(TLIBS)
+all: $(BINS) $(LIBS) $(EX_LIBS) $(EX_BINS) $(TLIBS) $(DEPLOY_BINS)
 
 deps:
-	@sh tools/deps.sh
+	@SHOAL_EXTRA_PKGS="$(DEPLOY_PKGS)" sh tools/deps.sh
 
 build/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -166,7 +172,7 @@ lint:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
 	           $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BINS) $(DEPLOY_BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 755 lib/libshoal.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 lib/libshoal.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/shoal.h include/shoal_task.h $(DESTDIR)$(PREFIX)/include/
