@@ -1,0 +1,1282 @@
+/*
+ * state.c - the scheduler's task graph and placement (see state.h).
+ *
+ * Data structures, and why:
+ *   - tasks: a u64map from task id to record.  A record is ~170 bytes plus
+ *     8 bytes per dependency; the function name is interned (refcounted, so
+ *     a client cycling through names does not grow the table forever), args
+ *     are one allocation, freed once the task finishes.
+ *   - each pending task lists its distinct dependencies (pointers, valid
+ *     because a task holds its dependencies: `nholders` keeps a dependency
+ *     alive while any pending task needs it);
+ *   - each task lists its dependents as (id, seq) pairs rather than
+ *     pointers: a dependent may be cancelled and freed before the
+ *     dependency finishes, and checking the submission sequence number on
+ *     lookup makes a stale entry harmless (even if the client reuses the id)
+ *     without an O(n) removal from the list;
+ *   - the ready queue is a binary heap on (priority desc, seq asc);
+ *   - workers with free capacity sit on two intrusive lists: "idle" (fewer
+ *     tasks than threads) and "prefetch" (threads busy, queue not full).
+ *     Placement takes the head of idle, else of prefetch, and moves the
+ *     worker to the tail: round robin, O(1) per task, no scan.
+ *   - propagation (failure/cancellation of dependents) and freeing use
+ *     intrusive stacks threaded through links the task is not using at that
+ *     moment (see s_kill and s_gc), so they cannot fail for lack of memory
+ *     half-way through a graph.
+ */
+#include "state.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "proto.h"
+#include "u64map.h"
+#include "util.h"
+
+/* ---- records ---------------------------------------------------------------- */
+
+typedef struct sstr {
+    struct sstr *next;   /* same-hash chain */
+    uint64_t hash;
+    uint32_t refs;
+    uint32_t len;
+    char s[];
+} sstr_t;
+
+/* A dependent: its id and submission sequence number. */
+typedef struct dref {
+    uint64_t id;
+    uint64_t seq;
+} dref_t;
+
+enum {
+    TF_RELEASED = 1,     /* its client dropped it (or is gone) */
+    TF_HOLDS = 2,        /* holds its deps (nholders of each counts it) */
+    TF_MARK = 4,         /* scratch: dedupe of deps in sched_submit */
+    TF_INGC = 8,         /* on the gc stack */
+    TF_INWORK = 16,      /* on a propagation stack */
+    TF_PROPAGATED = 32,  /* its error is a dependency's failure */
+};
+
+struct sched_task {
+    uint64_t id;
+    uint64_t seq;                 /* submission order; unique */
+    sstr_t *func;
+    char *name;                   /* NULL or label */
+    /* args while pending, the packed result in MEMORY, "text\0worker\0" in
+     * ERRED (data_len = text length), NULL when CANCELLED */
+    uint8_t *data;
+    size_t data_len;
+    sched_client_t *client;       /* NULL once released */
+    sched_task_t *cprev, *cnext;  /* client's list; cnext: gc stack once released */
+    sched_worker_t *worker;       /* PROCESSING only */
+    sched_task_t *wprev, *wnext;  /* worker's list; wnext: propagation stack when WAITING */
+    dref_t *dependents;
+    uint32_t ndependents, capdependents;
+    uint32_t ndeps;               /* entries in deps[] while TF_HOLDS */
+    uint32_t npending;            /* deps not yet in MEMORY */
+    uint32_t nholders;            /* pending tasks holding this one */
+    uint32_t heap_idx;
+    int32_t priority;
+    uint16_t retries;             /* left */
+    uint8_t suspicious;
+    uint8_t state;
+    uint8_t flags;
+    sched_task_t *deps[];         /* distinct dependencies */
+};
+
+enum { WL_NONE = 0, WL_IDLE, WL_PREFETCH };
+
+struct sched_worker {
+    uint64_t id;
+    char *name;
+    void *user;
+    unsigned nthreads;
+    unsigned inflight;
+    uint64_t completed;
+    int list;                       /* WL_* */
+    int removing;
+    sched_worker_t *lprev, *lnext;  /* idle/prefetch list */
+    sched_worker_t *prev, *next;    /* all workers */
+    sched_task_t *tasks;            /* PROCESSING on it */
+};
+
+struct sched_client {
+    uint64_t id;
+    void *user;
+    sched_task_t *tasks;
+    sched_client_t *prev, *next;
+};
+
+typedef struct wlist {
+    sched_worker_t *head, *tail;
+} wlist_t;
+
+struct sched {
+    sched_ops_t ops;
+    void *ctx;
+    u64map_t *tasks;
+    u64map_t *strs;                /* hash -> sstr_t chain */
+    size_t nstrs;
+    sched_task_t **heap;
+    size_t nheap, capheap;
+    sched_worker_t *workers;
+    size_t nworkers;
+    sched_client_t *clients;
+    wlist_t idle, prefetch;
+    uint64_t next_client, next_worker, next_seq;
+    uint64_t count[TS_NSTATES];
+    double ewma_us;                /* < 0: no sample yet */
+    unsigned per_thread;           /* prefetch: extra tasks per thread */
+    sched_task_t *gc;              /* stack through cnext */
+    sched_stats_t st;
+};
+
+#define HEAP_NONE UINT32_MAX
+
+static const char *const s_state_names[TS_NSTATES] = {
+    [TS_NEW] = "new",           [TS_WAITING] = "waiting", [TS_READY] = "ready",
+    [TS_PROCESSING] = "processing", [TS_MEMORY] = "memory", [TS_ERRED] = "erred",
+    [TS_CANCELLED] = "cancelled", [TS_FORGOTTEN] = "forgotten",
+};
+
+/* The only legal moves (see state.h and docs/ARCHITECTURE.md). */
+static const uint8_t s_allowed[TS_NSTATES][TS_NSTATES] = {
+    [TS_NEW] = {[TS_WAITING] = 1, [TS_READY] = 1, [TS_ERRED] = 1, [TS_CANCELLED] = 1},
+    [TS_WAITING] = {[TS_READY] = 1, [TS_ERRED] = 1, [TS_CANCELLED] = 1},
+    [TS_READY] = {[TS_PROCESSING] = 1, [TS_CANCELLED] = 1},
+    [TS_PROCESSING] = {[TS_MEMORY] = 1, [TS_READY] = 1, [TS_ERRED] = 1, [TS_CANCELLED] = 1},
+    [TS_MEMORY] = {[TS_FORGOTTEN] = 1},
+    [TS_ERRED] = {[TS_FORGOTTEN] = 1},
+    [TS_CANCELLED] = {[TS_FORGOTTEN] = 1},
+};
+
+const char *sched_state_name(task_state_t st)
+{
+    return (unsigned)st < TS_NSTATES ? s_state_names[st] : "?";
+}
+
+static inline int s_final(const sched_task_t *t)
+{
+    return t->state == TS_MEMORY || t->state == TS_ERRED || t->state == TS_CANCELLED;
+}
+
+/* The task's name, or its id in decimal. */
+static const char *s_label(const sched_task_t *t, char *buf, size_t cap)
+{
+    if (t->name)
+        return t->name;
+    snprintf(buf, cap, "%" PRIu64, t->id);
+    return buf;
+}
+
+/* ---- interned function names -------------------------------------------------- */
+
+static sstr_t *s_intern(sched_t *s, const char *p, size_t n)
+{
+    uint64_t h = util_fnv1a64(p, n);
+    if (h == 0)
+        h = 1; /* key 0 is reserved by u64map */
+    sstr_t *head = u64map_get(s->strs, h);
+    for (sstr_t *e = head; e; e = e->next) {
+        if (e->len == n && memcmp(e->s, p, n) == 0) {
+            e->refs++;
+            return e;
+        }
+    }
+    sstr_t *e = malloc(sizeof *e + n + 1);
+    if (!e)
+        return NULL;
+    e->hash = h;
+    e->refs = 1;
+    e->len = (uint32_t)n;
+    memcpy(e->s, p, n);
+    e->s[n] = '\0';
+    e->next = head;
+    if (u64map_put(s->strs, h, e) < 0) {
+        free(e);
+        return NULL;
+    }
+    s->nstrs++;
+    return e;
+}
+
+static void s_unintern(sched_t *s, sstr_t *e)
+{
+    if (!e || --e->refs > 0)
+        return;
+    sstr_t *head = u64map_get(s->strs, e->hash);
+    if (head == e) {
+        /* Replacing an existing key never allocates, so cannot fail. */
+        if (e->next)
+            u64map_put(s->strs, e->hash, e->next);
+        else
+            u64map_del(s->strs, e->hash);
+    } else {
+        for (sstr_t *p = head; p; p = p->next) {
+            if (p->next == e) {
+                p->next = e->next;
+                break;
+            }
+        }
+    }
+    s->nstrs--;
+    free(e);
+}
+
+/* ---- ready heap ------------------------------------------------------------------ */
+
+static inline int s_before(const sched_task_t *a, const sched_task_t *b)
+{
+    if (a->priority != b->priority)
+        return a->priority > b->priority;
+    return a->seq < b->seq;
+}
+
+static inline void s_heap_set(sched_t *s, size_t i, sched_task_t *t)
+{
+    s->heap[i] = t;
+    t->heap_idx = (uint32_t)i;
+}
+
+static void s_heap_up(sched_t *s, size_t i)
+{
+    sched_task_t *t = s->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!s_before(t, s->heap[p]))
+            break;
+        s_heap_set(s, i, s->heap[p]);
+        i = p;
+    }
+    s_heap_set(s, i, t);
+}
+
+static void s_heap_down(sched_t *s, size_t i)
+{
+    sched_task_t *t = s->heap[i];
+    size_t n = s->nheap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && s_before(s->heap[c + 1], s->heap[c]))
+            c++;
+        if (!s_before(s->heap[c], t))
+            break;
+        s_heap_set(s, i, s->heap[c]);
+        i = c;
+    }
+    s_heap_set(s, i, t);
+}
+
+/* Capacity is reserved in sched_submit (one slot per pending task), so a
+ * push never needs memory. */
+static void s_heap_push(sched_t *s, sched_task_t *t)
+{
+    if (s->nheap >= s->capheap) {
+        log_err("BUG: ready heap over its reserved capacity");
+        abort();
+    }
+    s->heap[s->nheap] = t;
+    t->heap_idx = (uint32_t)s->nheap;
+    s->nheap++;
+    s_heap_up(s, s->nheap - 1);
+}
+
+static void s_heap_remove(sched_t *s, sched_task_t *t)
+{
+    size_t i = t->heap_idx;
+    sched_task_t *last = s->heap[--s->nheap];
+    if (i != s->nheap) {
+        s_heap_set(s, i, last);
+        s_heap_up(s, i);
+        s_heap_down(s, last->heap_idx);
+    }
+    t->heap_idx = HEAP_NONE;
+}
+
+static int s_heap_reserve(sched_t *s, size_t want)
+{
+    if (want <= s->capheap)
+        return 0;
+    size_t cap = s->capheap ? s->capheap * 2 : 1024;
+    while (cap < want)
+        cap *= 2;
+    sched_task_t **h = realloc(s->heap, cap * sizeof *h);
+    if (!h)
+        return -1;
+    s->heap = h;
+    s->capheap = cap;
+    return 0;
+}
+
+/* ---- worker capacity lists -------------------------------------------------------- */
+
+static unsigned s_limit(const sched_t *s, const sched_worker_t *w)
+{
+    return w->nthreads * (1u + s->per_thread);
+}
+
+static void s_wl_unlink(sched_t *s, sched_worker_t *w)
+{
+    wlist_t *l = w->list == WL_IDLE ? &s->idle : w->list == WL_PREFETCH ? &s->prefetch : NULL;
+    if (!l)
+        return;
+    if (w->lprev)
+        w->lprev->lnext = w->lnext;
+    else
+        l->head = w->lnext;
+    if (w->lnext)
+        w->lnext->lprev = w->lprev;
+    else
+        l->tail = w->lprev;
+    w->lprev = w->lnext = NULL;
+    w->list = WL_NONE;
+}
+
+static void s_wl_append(sched_t *s, sched_worker_t *w, int which)
+{
+    wlist_t *l = which == WL_IDLE ? &s->idle : &s->prefetch;
+    w->lnext = NULL;
+    w->lprev = l->tail;
+    if (l->tail)
+        l->tail->lnext = w;
+    else
+        l->head = w;
+    l->tail = w;
+    w->list = which;
+}
+
+/* Put w at the tail of the list its load says (or on none when full).
+ * Moving to the tail after every assignment is what makes placement round
+ * robin. */
+static void s_relist(sched_t *s, sched_worker_t *w)
+{
+    s_wl_unlink(s, w);
+    if (w->removing)
+        return;
+    if (w->inflight < w->nthreads)
+        s_wl_append(s, w, WL_IDLE);
+    else if (w->inflight < s_limit(s, w))
+        s_wl_append(s, w, WL_PREFETCH);
+}
+
+/*
+ * Extra tasks queued per thread: enough to cover SCHED_PREFETCH_US of work
+ * at the average task duration, so a thread never waits for a round trip
+ * to the scheduler, clamped to [1, SCHED_PREFETCH_MAX].  One extra per
+ * thread while no duration has been measured.
+ */
+static unsigned s_prefetch_for(double ewma_us)
+{
+    if (ewma_us < 0)
+        return 1;
+    if (ewma_us < SCHED_PREFETCH_US / SCHED_PREFETCH_MAX)
+        return SCHED_PREFETCH_MAX;
+    double p = SCHED_PREFETCH_US / ewma_us;
+    unsigned n = (unsigned)p;
+    if ((double)n < p)
+        n++;
+    return n < 1 ? 1 : n > SCHED_PREFETCH_MAX ? SCHED_PREFETCH_MAX : n;
+}
+
+static void s_update_prefetch(sched_t *s)
+{
+    unsigned p = s_prefetch_for(s->ewma_us);
+    if (p == s->per_thread)
+        return;
+    s->per_thread = p;
+    /* O(workers), but only when the integer prefetch changes. */
+    for (sched_worker_t *w = s->workers; w; w = w->next)
+        s_relist(s, w);
+}
+
+/* ---- the transition function ------------------------------------------------------ */
+
+static void s_task_link_worker(sched_task_t *t, sched_worker_t *w)
+{
+    t->worker = w;
+    t->wprev = NULL;
+    t->wnext = w->tasks;
+    if (w->tasks)
+        w->tasks->wprev = t;
+    w->tasks = t;
+    w->inflight++;
+}
+
+static void s_task_unlink_worker(sched_task_t *t)
+{
+    sched_worker_t *w = t->worker;
+    if (t->wprev)
+        t->wprev->wnext = t->wnext;
+    else
+        w->tasks = t->wnext;
+    if (t->wnext)
+        t->wnext->wprev = t->wprev;
+    t->wprev = t->wnext = NULL;
+    t->worker = NULL;
+    w->inflight--;
+}
+
+/*
+ * The one place a task changes state.  Keeps in step with the state: the
+ * per-state counters, the ready heap (member iff READY), the worker's
+ * in-flight list and capacity (member iff PROCESSING; `w` names the worker
+ * when entering PROCESSING).  An illegal move is a bug in this file, not
+ * bad input, so it aborts.
+ */
+static void s_transition(sched_t *s, sched_task_t *t, task_state_t to, sched_worker_t *w)
+{
+    task_state_t from = (task_state_t)t->state;
+    if (!s_allowed[from][to] || (to == TS_PROCESSING && !w)) {
+        log_err("BUG: task %" PRIu64 ": illegal transition %s -> %s", t->id,
+                sched_state_name(from), sched_state_name(to));
+        abort();
+    }
+    sched_worker_t *left = NULL;
+    switch (from) {
+    case TS_READY:
+        s_heap_remove(s, t);
+        break;
+    case TS_PROCESSING:
+        left = t->worker;
+        s_task_unlink_worker(t);
+        break;
+    default:
+        break;
+    }
+    if (from != TS_NEW)
+        s->count[from]--;
+    t->state = (uint8_t)to;
+    s->count[to]++;
+    switch (to) {
+    case TS_READY:
+        s_heap_push(s, t);
+        break;
+    case TS_PROCESSING:
+        s_task_link_worker(t, w);
+        s_relist(s, w);
+        break;
+    case TS_MEMORY:
+        s->st.completed++;
+        break;
+    case TS_ERRED:
+        s->st.failed++;
+        break;
+    case TS_CANCELLED:
+        s->st.cancelled++;
+        break;
+    default:
+        break;
+    }
+    if (left)
+        s_relist(s, left);
+    log_debug("task %" PRIu64 ": %s -> %s%s%s", t->id, sched_state_name(from),
+              sched_state_name(to), w ? " on " : "", w ? w->name : "");
+}
+
+/* ---- reporting and bookkeeping ----------------------------------------------------- */
+
+static void s_report(sched_t *s, const sched_task_t *t, int status, const void *p, size_t n,
+                     const char *worker)
+{
+    if (!t->client || (t->flags & TF_RELEASED) || !s->ops.result)
+        return;
+    s->ops.result(s->ctx, t->client->user, t->id, status, p, n, worker);
+}
+
+/* Error text of an ERRED task (never NULL). */
+static const char *s_err_text(const sched_task_t *t, size_t *len)
+{
+    if (!t->data) {
+        static const char oom[] = "error text lost (out of memory)";
+        *len = sizeof oom - 1;
+        return oom;
+    }
+    *len = t->data_len;
+    return (const char *)t->data;
+}
+
+static const char *s_err_worker(const sched_task_t *t)
+{
+    if (!t->data)
+        return NULL;
+    const char *w = (const char *)t->data + t->data_len + 1;
+    return *w ? w : NULL;
+}
+
+/* Replace the task's data with "text\0worker\0". */
+static void s_set_error(sched_task_t *t, const char *msg, size_t len, const char *worker)
+{
+    if (len > SCHED_MAX_ERROR)
+        len = SCHED_MAX_ERROR;
+    size_t wl = worker ? strlen(worker) : 0;
+    free(t->data);
+    t->data = malloc(len + wl + 2);
+    if (!t->data) {
+        t->data_len = 0;
+        return;
+    }
+    memcpy(t->data, msg, len);
+    t->data[len] = '\0';
+    if (wl)
+        memcpy(t->data + len + 1, worker, wl);
+    t->data[len + 1 + wl] = '\0';
+    t->data_len = len;
+}
+
+static void s_gc_push(sched_t *s, sched_task_t *t)
+{
+    if (t->flags & TF_INGC)
+        return;
+    t->flags |= TF_INGC;
+    t->cnext = s->gc; /* released tasks are on no client list */
+    s->gc = t;
+}
+
+/*
+ * t just reached a final state: it no longer needs its dependencies, and
+ * nobody will look for it as a dependency to wait on.  Drop the holds
+ * (a released dependency nobody else holds becomes garbage), drop the
+ * dependents list, and collect t itself if it is released and unheld.
+ */
+static void s_finalize(sched_t *s, sched_task_t *t)
+{
+    if (t->flags & TF_HOLDS) {
+        for (uint32_t i = 0; i < t->ndeps; i++) {
+            sched_task_t *d = t->deps[i];
+            if (--d->nholders == 0 && (d->flags & TF_RELEASED))
+                s_gc_push(s, d);
+        }
+        t->flags &= (uint8_t)~TF_HOLDS;
+    }
+    t->ndeps = 0;
+    t->npending = 0;
+    free(t->dependents);
+    t->dependents = NULL;
+    t->ndependents = t->capdependents = 0;
+    if ((t->flags & TF_RELEASED) && t->nholders == 0)
+        s_gc_push(s, t);
+}
+
+/* The dependent behind a reference, if it is still the same task and
+ * still waiting. */
+static sched_task_t *s_deref(sched_t *s, const dref_t *r)
+{
+    sched_task_t *d = u64map_get(s->tasks, r->id);
+    if (!d || d->seq != r->seq || d->state != TS_WAITING)
+        return NULL;
+    return d;
+}
+
+static void s_push_dependents(sched_t *s, sched_task_t *t, sched_task_t **stack)
+{
+    for (uint32_t i = 0; i < t->ndependents; i++) {
+        sched_task_t *d = s_deref(s, &t->dependents[i]);
+        if (!d || (d->flags & TF_INWORK))
+            continue;
+        /* A WAITING task is on no worker list, so wnext is free. */
+        d->flags |= TF_INWORK;
+        d->wnext = *stack;
+        *stack = d;
+    }
+}
+
+/* Move one non-final task to ERRED or CANCELLED and report it. */
+static void s_end(sched_t *s, sched_task_t *t, task_state_t to, const char *msg, size_t len,
+                  const char *worker, int propagated)
+{
+    if (to == TS_CANCELLED && t->state == TS_PROCESSING && s->ops.wcancel)
+        s->ops.wcancel(s->ctx, t->worker->user, t->id);
+    if (to == TS_ERRED) {
+        s_set_error(t, msg, len, worker);
+        if (propagated)
+            t->flags |= TF_PROPAGATED;
+    } else {
+        free(t->data);
+        t->data = NULL;
+        t->data_len = 0;
+    }
+    s_transition(s, t, to, NULL);
+    if (to == TS_ERRED) {
+        size_t n;
+        const char *text = s_err_text(t, &n);
+        s_report(s, t, TASK_ERR, text, n, worker);
+    } else {
+        s_report(s, t, TASK_CANCELLED, msg, len, NULL);
+    }
+}
+
+/* "dependency <label> failed: <msg>" / "dependency <label> was cancelled";
+ * malloc'd, or NULL. */
+static char *s_dep_message(const sched_task_t *root, task_state_t to, const char *msg,
+                           size_t len, size_t *out_len)
+{
+    char lbuf[32];
+    const char *label = s_label(root, lbuf, sizeof lbuf);
+    size_t ll = strlen(label);
+    if (len > SCHED_MAX_ERROR)
+        len = SCHED_MAX_ERROR;
+    static const char pre[] = "dependency ";
+    static const char failed[] = " failed: ";
+    static const char cancelled[] = " was cancelled";
+    size_t n = sizeof pre - 1 + ll +
+               (to == TS_ERRED ? sizeof failed - 1 + len : sizeof cancelled - 1);
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    char *p = out;
+    memcpy(p, pre, sizeof pre - 1);
+    p += sizeof pre - 1;
+    memcpy(p, label, ll);
+    p += ll;
+    if (to == TS_ERRED) {
+        memcpy(p, failed, sizeof failed - 1);
+        p += sizeof failed - 1;
+        memcpy(p, msg, len);
+        p += len;
+    } else {
+        memcpy(p, cancelled, sizeof cancelled - 1);
+        p += sizeof cancelled - 1;
+    }
+    *p = '\0';
+    *out_len = n;
+    return out;
+}
+
+/*
+ * Fail (to = ERRED) or cancel (to = CANCELLED) the non-final task `root`
+ * with `msg`, and with it every task that waits on it, directly or not.
+ * The dependents get "dependency <root> failed: <msg>" (or "... was
+ * cancelled"): they all name the task that actually failed.  Iterative: a
+ * chain of a million tasks does not recurse a million deep.
+ */
+static void s_kill(sched_t *s, sched_task_t *root, task_state_t to, const char *msg, size_t len,
+                   const char *worker)
+{
+    size_t dlen = 0;
+    char *dmsg = s_dep_message(root, to, msg, len, &dlen);
+    if (!dmsg) {
+        static const char oom[] = "a dependency failed (message lost: out of memory)";
+        dlen = sizeof oom - 1;
+    }
+    const char *dtext = dmsg ? dmsg : "a dependency failed (message lost: out of memory)";
+
+    sched_task_t *stack = NULL;
+    s_end(s, root, to, msg, len, worker, 0);
+    s_push_dependents(s, root, &stack);
+    s_finalize(s, root);
+    while (stack) {
+        sched_task_t *d = stack;
+        stack = d->wnext;
+        d->wnext = NULL;
+        d->flags &= (uint8_t)~TF_INWORK;
+        if (d->state != TS_WAITING)
+            continue;
+        s_end(s, d, to, dtext, dlen, worker, 1);
+        s_push_dependents(s, d, &stack);
+        s_finalize(s, d);
+    }
+    free(dmsg);
+}
+
+static void s_free(sched_t *s, sched_task_t *t)
+{
+    s_transition(s, t, TS_FORGOTTEN, NULL);
+    u64map_del(s->tasks, t->id);
+    if (t->client) {
+        /* Not reached through the gc (released tasks have no client), but
+         * keep the record consistent for sched_destroy-like callers. */
+        if (t->cprev)
+            t->cprev->cnext = t->cnext;
+        else
+            t->client->tasks = t->cnext;
+        if (t->cnext)
+            t->cnext->cprev = t->cprev;
+    }
+    s_unintern(s, t->func);
+    free(t->name);
+    free(t->data);
+    free(t->dependents);
+    free(t);
+}
+
+/*
+ * Free what can be freed: released tasks nobody holds.  A released task
+ * that is still pending and that no pending task needs is cancelled first
+ * (on its worker, too): nobody wants its result.  Freeing a task drops its
+ * holds, which may make its dependencies garbage in turn; they go on the
+ * same stack.
+ */
+static void s_gc(sched_t *s)
+{
+    static const char why[] = "released";
+    while (s->gc) {
+        sched_task_t *x = s->gc;
+        s->gc = x->cnext;
+        x->cnext = NULL;
+        x->flags &= (uint8_t)~TF_INGC;
+        if (!(x->flags & TF_RELEASED) || x->nholders > 0)
+            continue;
+        if (!s_final(x)) {
+            /* No pending dependents (nholders is 0), so nothing to
+             * propagate; s_kill's finalize pushes x back to be freed. */
+            s_kill(s, x, TS_CANCELLED, why, sizeof why - 1, NULL);
+            continue;
+        }
+        s_free(s, x);
+    }
+}
+
+static void s_release(sched_t *s, sched_task_t *t)
+{
+    if (t->flags & TF_RELEASED)
+        return;
+    sched_client_t *c = t->client;
+    if (c) {
+        if (t->cprev)
+            t->cprev->cnext = t->cnext;
+        else
+            c->tasks = t->cnext;
+        if (t->cnext)
+            t->cnext->cprev = t->cprev;
+        t->cprev = t->cnext = NULL;
+        t->client = NULL;
+    }
+    t->flags |= TF_RELEASED;
+    if (t->nholders == 0)
+        s_gc_push(s, t);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+sched_t *sched_create(const sched_ops_t *ops, void *ctx)
+{
+    sched_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (ops)
+        s->ops = *ops;
+    s->ctx = ctx;
+    s->tasks = u64map_create(1024);
+    s->strs = u64map_create(64);
+    if (!s->tasks || !s->strs) {
+        int e = errno;
+        sched_destroy(s);
+        errno = e ? e : ENOMEM;
+        return NULL;
+    }
+    s->ewma_us = -1;
+    s->per_thread = s_prefetch_for(-1);
+    return s;
+}
+
+void sched_destroy(sched_t *s)
+{
+    if (!s)
+        return;
+    if (s->tasks) {
+        size_t pos = 0;
+        uint64_t key;
+        void *val;
+        while (u64map_next(s->tasks, &pos, &key, &val)) {
+            sched_task_t *t = val;
+            free(t->name);
+            free(t->data);
+            free(t->dependents);
+            free(t);
+        }
+        u64map_destroy(s->tasks);
+    }
+    if (s->strs) {
+        size_t pos = 0;
+        uint64_t key;
+        void *val;
+        while (u64map_next(s->strs, &pos, &key, &val)) {
+            sstr_t *e = val;
+            while (e) {
+                sstr_t *n = e->next;
+                free(e);
+                e = n;
+            }
+        }
+        u64map_destroy(s->strs);
+    }
+    while (s->workers) {
+        sched_worker_t *w = s->workers;
+        s->workers = w->next;
+        free(w->name);
+        free(w);
+    }
+    while (s->clients) {
+        sched_client_t *c = s->clients;
+        s->clients = c->next;
+        free(c);
+    }
+    free(s->heap);
+    free(s);
+}
+
+/* ---- clients ------------------------------------------------------------------------ */
+
+sched_client_t *sched_client_add(sched_t *s, void *cuser)
+{
+    if (s->next_client >= SCHED_MAX_CLIENT_ID) {
+        errno = ENOSPC;
+        return NULL;
+    }
+    sched_client_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->id = ++s->next_client;
+    c->user = cuser;
+    c->next = s->clients;
+    if (s->clients)
+        s->clients->prev = c;
+    s->clients = c;
+    return c;
+}
+
+uint64_t sched_client_id(const sched_client_t *c)
+{
+    return c->id;
+}
+
+void sched_client_remove(sched_t *s, sched_client_t *c)
+{
+    if (!c)
+        return;
+    while (c->tasks)
+        s_release(s, c->tasks);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+    s_gc(s);
+}
+
+/* ---- workers ------------------------------------------------------------------------ */
+
+sched_worker_t *sched_worker_add(sched_t *s, const char *name, unsigned nthreads, void *wuser)
+{
+    if (nthreads == 0 || nthreads > 65536 || !name) {
+        errno = EINVAL;
+        return NULL;
+    }
+    sched_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->name = strdup(name);
+    if (!w->name) {
+        free(w);
+        errno = ENOMEM;
+        return NULL;
+    }
+    w->id = ++s->next_worker;
+    w->user = wuser;
+    w->nthreads = nthreads;
+    w->next = s->workers;
+    if (s->workers)
+        s->workers->prev = w;
+    s->workers = w;
+    s->nworkers++;
+    s_relist(s, w);
+    return w;
+}
+
+uint64_t sched_worker_id(const sched_worker_t *w) { return w->id; }
+const char *sched_worker_name(const sched_worker_t *w) { return w->name; }
+unsigned sched_worker_nthreads(const sched_worker_t *w) { return w->nthreads; }
+unsigned sched_worker_running(const sched_worker_t *w) { return w->inflight; }
+uint64_t sched_worker_completed(const sched_worker_t *w) { return w->completed; }
+unsigned sched_worker_limit(const sched_t *s, const sched_worker_t *w) { return s_limit(s, w); }
+
+void sched_worker_remove(sched_t *s, sched_worker_t *w, int crashed)
+{
+    if (!w)
+        return;
+    w->removing = 1;
+    s_wl_unlink(s, w);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->workers = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    s->nworkers--;
+    while (w->tasks) {
+        sched_task_t *t = w->tasks;
+        if (crashed && t->suspicious < UINT8_MAX)
+            t->suspicious++;
+        if (crashed && t->suspicious >= SCHED_SUSPICIOUS_MAX) {
+            char lbuf[32], msg[512];
+            int n = snprintf(msg, sizeof msg,
+                             "task %s was running on %d workers that died (last: %s)",
+                             s_label(t, lbuf, sizeof lbuf), (int)t->suspicious, w->name);
+            size_t len = n < 0 ? 0 : (size_t)n >= sizeof msg ? sizeof msg - 1 : (size_t)n;
+            s_kill(s, t, TS_ERRED, msg, len, w->name);
+        } else {
+            s_transition(s, t, TS_READY, NULL);
+            s->st.requeued++;
+        }
+    }
+    free(w->name);
+    free(w);
+    s_gc(s);
+}
+
+void sched_worker_pause(sched_t *s, sched_worker_t *w)
+{
+    if (!w)
+        return;
+    w->removing = 1;
+    s_wl_unlink(s, w);
+}
+
+size_t sched_nworkers(const sched_t *s)
+{
+    return s->nworkers;
+}
+
+/* ---- tasks -------------------------------------------------------------------------- */
+
+static int s_refuse(sched_t *s, sched_client_t *c, uint64_t id, int err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static int s_refuse(sched_t *s, sched_client_t *c, uint64_t id, int err, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n >= sizeof why ? sizeof why - 1 : (size_t)n;
+    s->st.refused++;
+    if (c && s->ops.result)
+        s->ops.result(s->ctx, c->user, id, TASK_ERR, why, len, NULL);
+    errno = err;
+    return -1;
+}
+
+static int s_dependents_reserve(sched_task_t *d)
+{
+    if (d->ndependents < d->capdependents)
+        return 0;
+    if (d->capdependents >= UINT32_MAX / 2)
+        return -1;
+    uint32_t cap = d->capdependents ? d->capdependents * 2 : 2;
+    dref_t *v = realloc(d->dependents, cap * sizeof *v);
+    if (!v)
+        return -1;
+    d->dependents = v;
+    d->capdependents = cap;
+    return 0;
+}
+
+int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
+{
+    uint64_t id = sub->id;
+    if (id == 0)
+        return s_refuse(s, c, id, EINVAL, "invalid task id 0");
+    if (u64map_get(s->tasks, id))
+        return s_refuse(s, c, id, EEXIST, "duplicate task id");
+    if (!sub->func || sub->func_len == 0 || sub->func_len > SCHED_MAX_FUNC)
+        return s_refuse(s, c, id, EINVAL, "invalid function name (1 to %d bytes)",
+                        SCHED_MAX_FUNC);
+    if (sub->name_len > SCHED_MAX_NAME || (sub->name_len && !sub->name))
+        return s_refuse(s, c, id, EINVAL, "task name longer than %d bytes", SCHED_MAX_NAME);
+    if (sub->ndeps > SCHED_MAX_DEPS || (sub->ndeps && !sub->deps))
+        return s_refuse(s, c, id, EINVAL, "more than %d dependencies", SCHED_MAX_DEPS);
+    if (sub->retries > SCHED_MAX_RETRIES)
+        return s_refuse(s, c, id, EINVAL, "retries above %d", SCHED_MAX_RETRIES);
+
+    sched_task_t *t = calloc(1, sizeof *t + sub->ndeps * sizeof(sched_task_t *));
+    if (!t)
+        return s_refuse(s, c, id, ENOMEM, "out of memory");
+
+    /* Resolve and dedupe the dependencies; note the first one that already
+     * failed or was cancelled. */
+    sched_task_t *bad = NULL;
+    uint32_t nd = 0;
+    for (size_t i = 0; i < sub->ndeps; i++) {
+        sched_task_t *d = u64map_get(s->tasks, sub->deps[i]);
+        if (!d) {
+            for (uint32_t j = 0; j < nd; j++)
+                t->deps[j]->flags &= (uint8_t)~TF_MARK;
+            free(t);
+            return s_refuse(s, c, id, ENOENT, "unknown dependency %" PRIu64, sub->deps[i]);
+        }
+        if (d->flags & TF_MARK)
+            continue;
+        d->flags |= TF_MARK;
+        t->deps[nd++] = d;
+        if (!bad && (d->state == TS_ERRED || d->state == TS_CANCELLED))
+            bad = d;
+    }
+    for (uint32_t j = 0; j < nd; j++)
+        t->deps[j]->flags &= (uint8_t)~TF_MARK;
+
+    /* Allocate everything before changing anything, so a refusal leaves no
+     * trace. */
+    t->func = s_intern(s, sub->func, sub->func_len);
+    if (!t->func)
+        goto nomem;
+    if (sub->name_len) {
+        t->name = malloc(sub->name_len + 1);
+        if (!t->name)
+            goto nomem;
+        memcpy(t->name, sub->name, sub->name_len);
+        t->name[sub->name_len] = '\0';
+    }
+    if (!bad) {
+        t->data = malloc(sub->args_len ? sub->args_len : 1);
+        if (!t->data)
+            goto nomem;
+        if (sub->args_len)
+            memcpy(t->data, sub->args, sub->args_len);
+        t->data_len = sub->args_len;
+        size_t pending = s->count[TS_WAITING] + s->count[TS_READY] + s->count[TS_PROCESSING];
+        if (s_heap_reserve(s, pending + 1) < 0)
+            goto nomem;
+        for (uint32_t j = 0; j < nd; j++)
+            if (t->deps[j]->state != TS_MEMORY && s_dependents_reserve(t->deps[j]) < 0)
+                goto nomem;
+    }
+    if (u64map_put(s->tasks, id, t) < 0)
+        goto nomem;
+
+    t->id = id;
+    t->seq = ++s->next_seq;
+    t->priority = sub->priority;
+    t->retries = (uint16_t)sub->retries;
+    t->heap_idx = HEAP_NONE;
+    t->client = c;
+    if (c) {
+        t->cnext = c->tasks;
+        if (c->tasks)
+            c->tasks->cprev = t;
+        c->tasks = t;
+    } else {
+        t->flags |= TF_RELEASED;
+    }
+    s->st.submitted++;
+
+    if (bad) {
+        /* Dead on arrival: it holds nothing and nothing waits on it yet. */
+        if (bad->state == TS_ERRED) {
+            size_t n;
+            const char *text = s_err_text(bad, &n);
+            if (bad->flags & TF_PROPAGATED) {
+                /* Already "dependency <root> failed: ...": name the root. */
+                s_end(s, t, TS_ERRED, text, n, s_err_worker(bad), 1);
+            } else {
+                size_t dl = 0;
+                char *dm = s_dep_message(bad, TS_ERRED, text, n, &dl);
+                static const char oom[] = "a dependency failed (out of memory)";
+                s_end(s, t, TS_ERRED, dm ? dm : oom, dm ? dl : sizeof oom - 1,
+                      s_err_worker(bad), 1);
+                free(dm);
+            }
+        } else {
+            size_t dl = 0;
+            char *dm = s_dep_message(bad, TS_CANCELLED, NULL, 0, &dl);
+            static const char oom[] = "a dependency was cancelled";
+            s_end(s, t, TS_CANCELLED, dm ? dm : oom, dm ? dl : sizeof oom - 1, NULL, 1);
+            free(dm);
+        }
+        s_finalize(s, t);
+        s_gc(s);
+        return 0;
+    }
+
+    t->ndeps = nd;
+    for (uint32_t j = 0; j < nd; j++) {
+        sched_task_t *d = t->deps[j];
+        d->nholders++;
+        if (d->state != TS_MEMORY) {
+            t->npending++;
+            d->dependents[d->ndependents].id = id;
+            d->dependents[d->ndependents].seq = t->seq;
+            d->ndependents++;
+        }
+    }
+    t->flags |= TF_HOLDS;
+    s_transition(s, t, t->npending ? TS_WAITING : TS_READY, NULL);
+    return 0;
+
+nomem:
+    s_unintern(s, t->func);
+    free(t->name);
+    free(t->data);
+    free(t);
+    return s_refuse(s, c, id, ENOMEM, "out of memory");
+}
+
+int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
+                    const void *payload, size_t len, uint64_t duration_us)
+{
+    sched_task_t *t = u64map_get(s->tasks, id);
+    if (!t || t->state != TS_PROCESSING || t->worker != w) {
+        s->st.stale++;
+        errno = ESRCH;
+        return -1;
+    }
+    /* Exponentially weighted: follows a change of workload within a few
+     * hundred tasks without jumping at one outlier. */
+    double d = duration_us > 1000000000000ull ? 1e12 : (double)duration_us;
+    s->ewma_us = s->ewma_us < 0 ? d : s->ewma_us + 0.05 * (d - s->ewma_us);
+    w->completed++;
+
+    if (status == TASK_OK) {
+        uint8_t *buf = malloc(len ? len : 1);
+        if (!buf) {
+            static const char oom[] = "scheduler out of memory storing the result";
+            s_kill(s, t, TS_ERRED, oom, sizeof oom - 1, w->name);
+            s_gc(s);
+            return 0;
+        }
+        if (len)
+            memcpy(buf, payload, len);
+        free(t->data);
+        t->data = buf;
+        t->data_len = len;
+        s_transition(s, t, TS_MEMORY, NULL);
+        s_report(s, t, TASK_OK, buf, len, NULL);
+        for (uint32_t i = 0; i < t->ndependents; i++) {
+            sched_task_t *dep = s_deref(s, &t->dependents[i]);
+            if (dep && --dep->npending == 0)
+                s_transition(s, dep, TS_READY, NULL);
+        }
+        s_finalize(s, t);
+    } else if (t->retries > 0) {
+        t->retries--;
+        s->st.retried++;
+        s_transition(s, t, TS_READY, NULL);
+    } else {
+        if (len > SCHED_MAX_ERROR)
+            len = SCHED_MAX_ERROR;
+        s_kill(s, t, TS_ERRED, payload ? payload : "", payload ? len : 0, w->name);
+    }
+    s_gc(s);
+    return 0;
+}
+
+int sched_release(sched_t *s, sched_client_t *c, uint64_t id)
+{
+    sched_task_t *t = u64map_get(s->tasks, id);
+    if (!t || !c || t->client != c) {
+        errno = ESRCH;
+        return -1;
+    }
+    s_release(s, t);
+    s_gc(s);
+    return 0;
+}
+
+int sched_cancel(sched_t *s, sched_client_t *c, uint64_t id)
+{
+    static const char why[] = "cancelled";
+    sched_task_t *t = u64map_get(s->tasks, id);
+    if (!t || !c || t->client != c) {
+        errno = ESRCH;
+        return -1;
+    }
+    if (s_final(t))
+        return 0;
+    s_kill(s, t, TS_CANCELLED, why, sizeof why - 1, NULL);
+    s_gc(s);
+    return 0;
+}
+
+void sched_place(sched_t *s)
+{
+    s_update_prefetch(s);
+    while (s->nheap > 0) {
+        sched_worker_t *w = s->idle.head ? s->idle.head : s->prefetch.head;
+        if (!w)
+            break;
+        sched_task_t *t = s->heap[0];
+        s_transition(s, t, TS_PROCESSING, w);
+        if (s->ops.compute)
+            s->ops.compute(s->ctx, w->user, t);
+    }
+}
+
+/* ---- accessors ---------------------------------------------------------------------- */
+
+uint64_t sched_task_id(const sched_task_t *t)
+{
+    return t->id;
+}
+
+const char *sched_task_func(const sched_task_t *t, size_t *len)
+{
+    if (len)
+        *len = t->func->len;
+    return t->func->s;
+}
+
+void sched_task_args(const sched_task_t *t, const void **p, size_t *n)
+{
+    *p = t->data;
+    *n = t->data_len;
+}
+
+size_t sched_task_ndeps(const sched_task_t *t)
+{
+    return t->ndeps;
+}
+
+void sched_task_dep(const sched_task_t *t, size_t i, uint64_t *id, const void **p, size_t *n)
+{
+    const sched_task_t *d = t->deps[i];
+    *id = d->id;
+    *p = d->data;
+    *n = d->data_len;
+}
+
+uint64_t sched_count(const sched_t *s, task_state_t st)
+{
+    return (unsigned)st < TS_NSTATES ? s->count[st] : 0;
+}
+
+size_t sched_ntasks(const sched_t *s)
+{
+    return u64map_size(s->tasks);
+}
+
+task_state_t sched_state_of(const sched_t *s, uint64_t id)
+{
+    const sched_task_t *t = u64map_get(s->tasks, id);
+    return t ? (task_state_t)t->state : TS_FORGOTTEN;
+}
+
+int sched_task_suspicious(const sched_t *s, uint64_t id)
+{
+    const sched_task_t *t = u64map_get(s->tasks, id);
+    return t ? t->suspicious : -1;
+}
+
+size_t sched_interned(const sched_t *s)
+{
+    return s->nstrs;
+}
+
+double sched_avg_duration_us(const sched_t *s)
+{
+    return s->ewma_us;
+}
+
+void sched_get_stats(const sched_t *s, sched_stats_t *out)
+{
+    *out = s->st;
+}

@@ -1,0 +1,742 @@
+/*
+ * test_state.c - unit tests of the scheduler's state machine (state.c):
+ * ordering, dependencies, failure and cancellation propagation, retries,
+ * worker loss, release and memory, placement.  The callbacks record what
+ * the scheduler would have sent.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+#include "state.h"
+
+/* ---- a recorder for the callbacks ------------------------------------------------ */
+
+enum { EV_COMPUTE = 'C', EV_RESULT = 'R', EV_WCANCEL = 'X' };
+
+typedef struct rec {
+    int kind;
+    void *user;
+    uint64_t id;
+    int status;
+    char text[256];
+    char worker[64];
+    size_t ndeps;
+    uint64_t dep_ids[4];
+    char dep_res[4][32];
+} rec_t;
+
+typedef struct recorder {
+    rec_t *v;
+    size_t n, cap;
+} recorder_t;
+
+static rec_t *s_add(recorder_t *r)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 64;
+        r->v = realloc(r->v, r->cap * sizeof *r->v);
+        ck_assert_ptr_nonnull(r->v);
+    }
+    rec_t *e = &r->v[r->n++];
+    memset(e, 0, sizeof *e);
+    return e;
+}
+
+static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
+{
+    rec_t *e = s_add(ctx);
+    e->kind = EV_COMPUTE;
+    e->user = wuser;
+    e->id = sched_task_id(t);
+    size_t fl;
+    const char *f = sched_task_func(t, &fl);
+    ck_assert_uint_eq(strlen(f), fl);
+    snprintf(e->text, sizeof e->text, "%s", f);
+    e->ndeps = sched_task_ndeps(t);
+    for (size_t i = 0; i < e->ndeps && i < 4; i++) {
+        const void *p;
+        size_t n;
+        sched_task_dep(t, i, &e->dep_ids[i], &p, &n);
+        snprintf(e->dep_res[i], sizeof e->dep_res[i], "%.*s", (int)n, (const char *)p);
+    }
+}
+
+static void cb_result(void *ctx, void *cuser, uint64_t id, int status, const void *payload,
+                      size_t len, const char *worker)
+{
+    rec_t *e = s_add(ctx);
+    e->kind = EV_RESULT;
+    e->user = cuser;
+    e->id = id;
+    e->status = status;
+    snprintf(e->text, sizeof e->text, "%.*s", (int)len, (const char *)payload);
+    snprintf(e->worker, sizeof e->worker, "%s", worker ? worker : "");
+}
+
+static void cb_wcancel(void *ctx, void *wuser, uint64_t id)
+{
+    rec_t *e = s_add(ctx);
+    e->kind = EV_WCANCEL;
+    e->user = wuser;
+    e->id = id;
+}
+
+static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel};
+
+/* Each test gets a fresh state, a recorder, one client. */
+static recorder_t R;
+static sched_t *S;
+static sched_client_t *C;
+static int CU; /* client user tag */
+
+static void setup(void)
+{
+    memset(&R, 0, sizeof R);
+    S = sched_create(&ops, &R);
+    ck_assert_ptr_nonnull(S);
+    C = sched_client_add(S, &CU);
+    ck_assert_ptr_nonnull(C);
+}
+
+static void teardown(void)
+{
+    sched_destroy(S);
+    free(R.v);
+    S = NULL;
+}
+
+#define TID(n) ((sched_client_id(C) << 40) | (uint64_t)(n))
+
+static int submit_full(uint64_t id, const char *func, const uint64_t *deps, size_t ndeps,
+                       int prio, unsigned retries, const char *name)
+{
+    static const char args[] = "\x90"; /* an empty msgpack array */
+    sched_submit_t sub = {
+        .id = id, .func = func, .func_len = strlen(func), .args = args, .args_len = 1,
+        .deps = deps, .ndeps = ndeps, .priority = prio, .retries = retries,
+        .name = name, .name_len = name ? strlen(name) : 0,
+    };
+    return sched_submit(S, C, &sub);
+}
+
+static int submit(uint64_t id, int prio)
+{
+    return submit_full(id, "f", NULL, 0, prio, 0, NULL);
+}
+
+static size_t count_kind(int kind)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < R.n; i++)
+        n += R.v[i].kind == kind;
+    return n;
+}
+
+/* The last event of `kind` for task id, or NULL. */
+static rec_t *find(int kind, uint64_t id)
+{
+    for (size_t i = R.n; i-- > 0;)
+        if (R.v[i].kind == kind && R.v[i].id == id)
+            return &R.v[i];
+    return NULL;
+}
+
+static void clear(void)
+{
+    R.n = 0;
+}
+
+static void done_ok(sched_worker_t *w, uint64_t id, const char *res)
+{
+    ck_assert_int_eq(sched_task_done(S, w, id, TASK_OK, res, strlen(res), 20000), 0);
+}
+
+static void done_err(sched_worker_t *w, uint64_t id, const char *err)
+{
+    ck_assert_int_eq(sched_task_done(S, w, id, TASK_ERR, err, strlen(err), 20000), 0);
+}
+
+/* ---- ordering ---------------------------------------------------------------------- */
+
+START_TEST(test_priority_order)
+{
+    int wu;
+    for (int i = 1; i <= 6; i++)
+        ck_assert_int_eq(submit(TID(i), i == 3 ? 10 : i == 5 ? 5 : 0), 0);
+    ck_assert_uint_eq(sched_count(S, TS_READY), 6);
+    sched_place(S); /* no worker yet: nothing happens */
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 0);
+
+    sched_worker_t *w = sched_worker_add(S, "w1", 1, &wu);
+    ck_assert_ptr_nonnull(w);
+    /* One thread, no duration known: limit is 2. */
+    ck_assert_uint_eq(sched_worker_limit(S, w), 2);
+    uint64_t order[6];
+    size_t got = 0, fin = 0;
+    while (got < 6) {
+        size_t before = R.n;
+        sched_place(S);
+        ck_assert_uint_le(sched_worker_running(w), 2);
+        for (size_t i = before; i < R.n; i++) {
+            ck_assert_int_eq(R.v[i].kind, EV_COMPUTE);
+            ck_assert_ptr_eq(R.v[i].user, &wu);
+            order[got++] = R.v[i].id;
+        }
+        ck_assert_uint_gt(got, fin);
+        done_ok(w, order[fin++], "r"); /* finish the oldest assignment */
+    }
+    /* priority 10, then 5, then the rest in submission order */
+    ck_assert_uint_eq(order[0], TID(3));
+    ck_assert_uint_eq(order[1], TID(5));
+    ck_assert_uint_eq(order[2], TID(1));
+    ck_assert_uint_eq(order[3], TID(2));
+    ck_assert_uint_eq(order[4], TID(4));
+    ck_assert_uint_eq(order[5], TID(6));
+}
+END_TEST
+
+START_TEST(test_spread_over_workers)
+{
+    int u1, u2, u3;
+    sched_worker_t *w1 = sched_worker_add(S, "w1", 2, &u1);
+    sched_worker_t *w2 = sched_worker_add(S, "w2", 2, &u2);
+    sched_worker_t *w3 = sched_worker_add(S, "w3", 2, &u3);
+    for (int i = 1; i <= 6; i++)
+        submit(TID(i), 0);
+    sched_place(S);
+    /* Idle threads are filled before any prefetching: 2 each. */
+    ck_assert_uint_eq(sched_worker_running(w1), 2);
+    ck_assert_uint_eq(sched_worker_running(w2), 2);
+    ck_assert_uint_eq(sched_worker_running(w3), 2);
+    /* Round robin: consecutive tasks go to different workers. */
+    ck_assert_ptr_ne(R.v[0].user, R.v[1].user);
+    ck_assert_ptr_ne(R.v[1].user, R.v[2].user);
+    ck_assert_ptr_ne(R.v[0].user, R.v[2].user);
+
+    /* Six more: the prefetch slot of each thread (limit 4 per worker). */
+    for (int i = 7; i <= 20; i++)
+        submit(TID(i), 0);
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_running(w1), 4);
+    ck_assert_uint_eq(sched_worker_running(w2), 4);
+    ck_assert_uint_eq(sched_worker_running(w3), 4);
+    ck_assert_uint_eq(sched_count(S, TS_READY), 8);
+    ck_assert_uint_eq(sched_count(S, TS_PROCESSING), 12);
+}
+END_TEST
+
+START_TEST(test_prefetch_follows_durations)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 4, &u);
+    ck_assert_uint_eq(sched_worker_limit(S, w), 8);
+    for (int i = 1; i <= 3000; i++)
+        submit(TID(i), 0);
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_running(w), 8);
+    /* Very short tasks: 1000 extra per thread. */
+    sched_task_done(S, w, TID(1), TASK_OK, "x", 1, 1);
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_limit(S, w), 4 * 1001);
+    ck_assert_uint_eq(sched_worker_running(w), 2999);
+    /* Long tasks pull the average up: prefetch shrinks to 1 per thread. */
+    uint64_t next = 2;
+    for (int k = 0; k < 400; k++)
+        sched_task_done(S, w, TID(next++), TASK_OK, "x", 1, 5000000);
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_limit(S, w), 8);
+    ck_assert(sched_avg_duration_us(S) > 100000);
+    /* Over the limit already: no new assignment until it drains. */
+    ck_assert_uint_eq(sched_count(S, TS_READY), 0);
+    ck_assert_uint_eq(sched_worker_running(w), 2999 - 400);
+}
+END_TEST
+
+/* ---- dependencies --------------------------------------------------------------------- */
+
+START_TEST(test_deps_release_dependents)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 4, &u);
+    uint64_t a = TID(1), b = TID(2), c = TID(3);
+    uint64_t dab[] = {a, b, a}; /* a twice: deduplicated */
+    ck_assert_int_eq(submit(a, 0), 0);
+    ck_assert_int_eq(submit(b, 0), 0);
+    ck_assert_int_eq(submit_full(c, "g", dab, 3, 0, 0, NULL), 0);
+    ck_assert_int_eq(sched_state_of(S, c), TS_WAITING);
+    sched_place(S);
+    ck_assert_ptr_null(find(EV_COMPUTE, c));
+    done_ok(w, a, "A");
+    sched_place(S);
+    ck_assert_int_eq(sched_state_of(S, c), TS_WAITING);
+    ck_assert_ptr_null(find(EV_COMPUTE, c));
+    done_ok(w, b, "B");
+    ck_assert_int_eq(sched_state_of(S, c), TS_READY);
+    sched_place(S);
+    rec_t *e = find(EV_COMPUTE, c);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(e->text, "g");
+    ck_assert_uint_eq(e->ndeps, 2);
+    ck_assert_uint_eq(e->dep_ids[0], a);
+    ck_assert_str_eq(e->dep_res[0], "A");
+    ck_assert_uint_eq(e->dep_ids[1], b);
+    ck_assert_str_eq(e->dep_res[1], "B");
+    /* Results reported to the client */
+    e = find(EV_RESULT, a);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->status, TASK_OK);
+    ck_assert_str_eq(e->text, "A");
+    ck_assert_ptr_eq(e->user, &CU);
+
+    /* A dependency already in memory counts as done. */
+    uint64_t dd[] = {a};
+    ck_assert_int_eq(submit_full(TID(4), "h", dd, 1, 0, 0, NULL), 0);
+    ck_assert_int_eq(sched_state_of(S, TID(4)), TS_READY);
+}
+END_TEST
+
+START_TEST(test_duplicate_and_unknown)
+{
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    clear();
+    ck_assert_int_eq(submit(TID(1), 7), -1);
+    rec_t *e = find(EV_RESULT, TID(1));
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->status, TASK_ERR);
+    ck_assert_str_eq(e->text, "duplicate task id");
+    /* the original is untouched */
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_READY);
+    ck_assert_uint_eq(sched_ntasks(S), 1);
+
+    uint64_t deps[] = {TID(1), 12345};
+    clear();
+    ck_assert_int_eq(submit_full(TID(2), "f", deps, 2, 0, 0, NULL), -1);
+    e = find(EV_RESULT, TID(2));
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->status, TASK_ERR);
+    ck_assert_str_eq(e->text, "unknown dependency 12345");
+    ck_assert_int_eq(sched_state_of(S, TID(2)), TS_FORGOTTEN);
+    ck_assert_uint_eq(sched_ntasks(S), 1);
+
+    /* A task cannot depend on itself (its id is not known yet). */
+    uint64_t self[] = {TID(3)};
+    ck_assert_int_eq(submit_full(TID(3), "f", self, 1, 0, 0, NULL), -1);
+    /* id 0 is invalid; bad function names are refused */
+    ck_assert_int_eq(submit(0, 0), -1);
+    ck_assert_int_eq(submit_full(TID(4), "", NULL, 0, 0, 0, NULL), -1);
+    sched_stats_t st;
+    sched_get_stats(S, &st);
+    ck_assert_uint_eq(st.refused, 5);
+    ck_assert_uint_eq(st.submitted, 1);
+}
+END_TEST
+
+/* ---- failure --------------------------------------------------------------------------- */
+
+START_TEST(test_error_propagation)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w-err", 1, &u);
+    uint64_t a = TID(1), b = TID(2), c = TID(3), x = TID(4);
+    uint64_t da[] = {a}, db[] = {b}, dbx[] = {x, b};
+    submit_full(a, "f", NULL, 0, 0, 0, "alpha");
+    submit_full(b, "f", da, 1, 0, 0, NULL);
+    submit_full(x, "f", NULL, 0, -1, 0, NULL);
+    submit_full(c, "f", dbx, 2, 0, 0, NULL);
+    sched_place(S);
+    done_err(w, a, "boom");
+
+    rec_t *e = find(EV_RESULT, a);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->status, TASK_ERR);
+    ck_assert_str_eq(e->text, "boom");
+    ck_assert_str_eq(e->worker, "w-err");
+    e = find(EV_RESULT, b);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->status, TASK_ERR);
+    ck_assert_str_eq(e->text, "dependency alpha failed: boom");
+    /* transitively, naming the task that actually failed */
+    e = find(EV_RESULT, c);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(e->text, "dependency alpha failed: boom");
+    ck_assert_int_eq(sched_state_of(S, c), TS_ERRED);
+    ck_assert_uint_eq(sched_count(S, TS_ERRED), 3);
+    /* x is independent and still pending */
+    ck_assert_int_ne(sched_state_of(S, x), TS_ERRED);
+
+    /* Submitting on top of a failed task fails at once, same text. */
+    ck_assert_int_eq(submit_full(TID(5), "f", da, 1, 0, 0, NULL), 0);
+    e = find(EV_RESULT, TID(5));
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(e->text, "dependency alpha failed: boom");
+    ck_assert_str_eq(e->worker, "w-err");
+    ck_assert_int_eq(submit_full(TID(6), "f", db, 1, 0, 0, NULL), 0);
+    ck_assert_str_eq(find(EV_RESULT, TID(6))->text, "dependency alpha failed: boom");
+
+    /* An unnamed task is named by its id. */
+    uint64_t dx[] = {x};
+    submit_full(TID(7), "f", dx, 1, 0, 0, NULL);
+    sched_place(S);
+    done_err(w, x, "bad");
+    char want[128];
+    snprintf(want, sizeof want, "dependency %" PRIu64 " failed: bad", x);
+    ck_assert_str_eq(find(EV_RESULT, TID(7))->text, want);
+}
+END_TEST
+
+START_TEST(test_retries)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 1, &u);
+    uint64_t a = TID(1);
+    submit_full(a, "f", NULL, 0, 0, 2, NULL);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        clear();
+        sched_place(S);
+        ck_assert_ptr_nonnull(find(EV_COMPUTE, a));
+        done_err(w, a, "flaky");
+        if (attempt < 2) {
+            ck_assert_int_eq(sched_state_of(S, a), TS_READY);
+            ck_assert_ptr_null(find(EV_RESULT, a));
+        }
+    }
+    ck_assert_int_eq(sched_state_of(S, a), TS_ERRED);
+    rec_t *e = find(EV_RESULT, a);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(e->text, "flaky");
+    sched_stats_t st;
+    sched_get_stats(S, &st);
+    ck_assert_uint_eq(st.retried, 2);
+    ck_assert_uint_eq(st.failed, 1);
+    /* A retried task that then succeeds is fine. */
+    submit_full(TID(2), "f", NULL, 0, 0, 1, NULL);
+    sched_place(S);
+    done_err(w, TID(2), "once");
+    sched_place(S);
+    done_ok(w, TID(2), "ok");
+    ck_assert_int_eq(sched_state_of(S, TID(2)), TS_MEMORY);
+}
+END_TEST
+
+/* ---- cancellation ---------------------------------------------------------------------- */
+
+START_TEST(test_cancel)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 1, &u); /* limit 2 */
+    uint64_t a = TID(1), b = TID(2), r = TID(3), c = TID(4), d = TID(5);
+    uint64_t da[] = {a}, dc[] = {c};
+    submit_full(a, "f", NULL, 0, 9, 0, "a");
+    submit_full(b, "f", NULL, 0, 8, 0, NULL);
+    submit(r, 0);
+    submit_full(c, "f", da, 1, 0, 0, NULL);
+    submit_full(d, "f", dc, 1, 0, 0, NULL);
+    sched_place(S);
+    ck_assert_int_eq(sched_state_of(S, a), TS_PROCESSING);
+    ck_assert_int_eq(sched_state_of(S, b), TS_PROCESSING);
+    ck_assert_int_eq(sched_state_of(S, r), TS_READY);
+    ck_assert_int_eq(sched_worker_running(w), 2);
+
+    /* Cancel a running task: WCANCEL, its dependents cancelled too, its
+     * slot free at once. */
+    clear();
+    ck_assert_int_eq(sched_cancel(S, C, a), 0);
+    ck_assert_ptr_nonnull(find(EV_WCANCEL, a));
+    ck_assert_ptr_eq(find(EV_WCANCEL, a)->user, &u);
+    rec_t *e = find(EV_RESULT, a);
+    ck_assert_int_eq(e->status, TASK_CANCELLED);
+    ck_assert_str_eq(e->text, "cancelled");
+    e = find(EV_RESULT, c);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->status, TASK_CANCELLED);
+    ck_assert_str_eq(e->text, "dependency a was cancelled");
+    ck_assert_str_eq(find(EV_RESULT, d)->text, "dependency a was cancelled");
+    ck_assert_int_eq(sched_worker_running(w), 1);
+    sched_place(S);
+    ck_assert_int_eq(sched_state_of(S, r), TS_PROCESSING);
+    /* The worker's late answer for a is ignored. */
+    ck_assert_int_eq(sched_task_done(S, w, a, TASK_OK, "x", 1, 5), -1);
+    ck_assert_int_eq(sched_state_of(S, a), TS_CANCELLED);
+
+    /* Cancel a waiting task directly; its dependency is unaffected. */
+    uint64_t wt = TID(20), gate = TID(21);
+    uint64_t dr[] = {r}, dg[] = {gate};
+    submit_full(wt, "f", dr, 1, 0, 0, NULL);
+    ck_assert_int_eq(sched_state_of(S, wt), TS_WAITING);
+    clear();
+    ck_assert_int_eq(sched_cancel(S, C, wt), 0);
+    ck_assert_int_eq(sched_state_of(S, wt), TS_CANCELLED);
+    ck_assert_str_eq(find(EV_RESULT, wt)->text, "cancelled");
+    ck_assert_int_eq(sched_state_of(S, r), TS_PROCESSING);
+    /* Free it and reuse its id for a task waiting on something else: r's
+     * stale dependent entry must not count for the new task. */
+    ck_assert_int_eq(sched_release(S, C, wt), 0);
+    ck_assert_int_eq(sched_state_of(S, wt), TS_FORGOTTEN);
+    submit_full(gate, "f", NULL, 0, -100, 0, NULL);
+    ck_assert_int_eq(submit_full(wt, "f", dg, 1, 0, 0, NULL), 0);
+    ck_assert_int_eq(sched_state_of(S, wt), TS_WAITING);
+
+    /* Cancel a ready task: out of the queue, never computed. */
+    uint64_t q = TID(6);
+    submit(q, 0);
+    clear();
+    ck_assert_int_eq(sched_cancel(S, C, q), 0);
+    ck_assert_int_eq(sched_state_of(S, q), TS_CANCELLED);
+    ck_assert_ptr_null(find(EV_WCANCEL, q));
+    done_ok(w, b, "b");
+    done_ok(w, r, "r");
+    /* the new wt still waits for gate, not for r */
+    ck_assert_int_eq(sched_state_of(S, wt), TS_WAITING);
+    sched_place(S);
+    ck_assert_ptr_null(find(EV_COMPUTE, q));
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, gate));
+    done_ok(w, gate, "g");
+    ck_assert_int_eq(sched_state_of(S, wt), TS_READY);
+    sched_place(S);
+    done_ok(w, wt, "w");
+    ck_assert_uint_eq(sched_count(S, TS_READY), 0);
+
+    /* Cancelling a finished task does nothing; submitting on a cancelled
+     * one cancels at once. */
+    ck_assert_int_eq(sched_cancel(S, C, b), 0);
+    ck_assert_int_eq(sched_state_of(S, b), TS_MEMORY);
+    uint64_t dq[] = {q};
+    ck_assert_int_eq(submit_full(TID(7), "f", dq, 1, 0, 0, NULL), 0);
+    ck_assert_int_eq(sched_state_of(S, TID(7)), TS_CANCELLED);
+    char want[64];
+    snprintf(want, sizeof want, "dependency %" PRIu64 " was cancelled", q);
+    ck_assert_str_eq(find(EV_RESULT, TID(7))->text, want);
+
+    /* Another client cannot cancel (or release) our tasks. */
+    sched_client_t *other = sched_client_add(S, NULL);
+    submit(TID(8), 0);
+    ck_assert_int_eq(sched_cancel(S, other, TID(8)), -1);
+    ck_assert_int_eq(sched_release(S, other, TID(8)), -1);
+    ck_assert_int_ne(sched_state_of(S, TID(8)), TS_CANCELLED);
+    ck_assert_uint_eq(sched_client_id(other), sched_client_id(C) + 1);
+}
+END_TEST
+
+/* ---- worker loss ----------------------------------------------------------------------- */
+
+START_TEST(test_worker_loss)
+{
+    int u1, u2;
+    sched_worker_t *w1 = sched_worker_add(S, "w1", 1, &u1);
+    uint64_t a = TID(1), b = TID(2);
+    submit_full(a, "f", NULL, 0, 0, 0, "crasher");
+    submit(b, 0);
+    sched_place(S);
+    ck_assert_int_eq(sched_worker_running(w1), 2);
+    /* Orderly leave: back to ready, not suspicious. */
+    sched_worker_remove(S, w1, 0);
+    ck_assert_int_eq(sched_state_of(S, a), TS_READY);
+    ck_assert_int_eq(sched_state_of(S, b), TS_READY);
+    ck_assert_int_eq(sched_task_suspicious(S, a), 0);
+    ck_assert_uint_eq(sched_nworkers(S), 0);
+
+    char name[16];
+    for (int k = 1; k <= 3; k++) {
+        snprintf(name, sizeof name, "dead%d", k);
+        sched_worker_t *w = sched_worker_add(S, name, 1, &u2);
+        clear();
+        sched_place(S);
+        /* the requeued tasks keep their place in the queue */
+        ck_assert_uint_eq(R.v[0].id, a);
+        ck_assert_int_eq(sched_state_of(S, a), TS_PROCESSING);
+        if (k == 2)
+            done_ok(w, b, "b"); /* b finishes on the second worker */
+        sched_worker_remove(S, w, 1);
+        if (k < 3) {
+            ck_assert_int_eq(sched_state_of(S, a), TS_READY);
+            ck_assert_int_eq(sched_task_suspicious(S, a), k);
+        }
+    }
+    ck_assert_int_eq(sched_state_of(S, a), TS_ERRED);
+    rec_t *e = find(EV_RESULT, a);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_int_eq(e->status, TASK_ERR);
+    ck_assert_str_eq(e->text, "task crasher was running on 3 workers that died (last: dead3)");
+    ck_assert_str_eq(e->worker, "dead3");
+    ck_assert_int_eq(sched_state_of(S, b), TS_MEMORY);
+    ck_assert_uint_eq(sched_count(S, TS_PROCESSING), 0);
+    sched_stats_t st;
+    sched_get_stats(S, &st);
+    ck_assert_uint_eq(st.requeued, 2 + 2 + 1);
+}
+END_TEST
+
+/* ---- release ---------------------------------------------------------------------------- */
+
+START_TEST(test_release_frees)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 2, &u);
+    for (int round = 0; round < 5; round++) {
+        uint64_t base = (uint64_t)round * 1000;
+        /* a fan-in: 500 leaves and one task depending on all of them */
+        uint64_t deps[500];
+        for (int i = 0; i < 500; i++) {
+            deps[i] = TID(base + 1 + (uint64_t)i);
+            char fn[16];
+            snprintf(fn, sizeof fn, "fn%d", i % 7);
+            submit_full(deps[i], fn, NULL, 0, 0, 0, NULL);
+        }
+        uint64_t sink = TID(base + 999);
+        submit_full(sink, "sink", deps, 500, 0, 0, NULL);
+        /* The client releases the leaves at once: they are still needed
+         * by the sink, so they run. */
+        for (int i = 0; i < 500; i++)
+            ck_assert_int_eq(sched_release(S, C, deps[i]), 0);
+        ck_assert_uint_eq(sched_ntasks(S), 501);
+        while (sched_count(S, TS_READY) + sched_count(S, TS_PROCESSING) > 0) {
+            clear();
+            sched_place(S);
+            for (size_t i = 0; i < R.n; i++)
+                if (R.v[i].kind == EV_COMPUTE)
+                    done_ok(w, R.v[i].id, "res");
+        }
+        ck_assert_int_eq(sched_state_of(S, sink), TS_MEMORY);
+        /* The leaves were freed as soon as the sink finished. */
+        ck_assert_uint_eq(sched_ntasks(S), 1);
+        ck_assert_int_eq(sched_release(S, C, sink), 0);
+        ck_assert_uint_eq(sched_ntasks(S), 0);
+        ck_assert_uint_eq(sched_interned(S), 0);
+        ck_assert_uint_eq(sched_count(S, TS_MEMORY), 0);
+        ck_assert_uint_eq(sched_count(S, TS_FORGOTTEN), (uint64_t)(round + 1) * 501);
+    }
+    /* Releasing twice, or an unknown id, is harmless. */
+    ck_assert_int_eq(sched_release(S, C, TID(1)), -1);
+}
+END_TEST
+
+START_TEST(test_release_pending)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 1, &u);
+    uint64_t a = TID(1), b = TID(2), c = TID(3);
+    uint64_t da[] = {a};
+    submit(a, 0);
+    submit_full(b, "f", da, 1, 0, 0, NULL);
+    submit(c, 0);
+    sched_place(S); /* a and c processing, b waiting */
+    ck_assert_int_eq(sched_state_of(S, c), TS_PROCESSING);
+
+    /* Released while running and nothing needs it: cancelled on its
+     * worker and freed, and not reported to the client. */
+    clear();
+    sched_release(S, C, c);
+    ck_assert_ptr_nonnull(find(EV_WCANCEL, c));
+    ck_assert_ptr_null(find(EV_RESULT, c));
+    ck_assert_int_eq(sched_state_of(S, c), TS_FORGOTTEN);
+    ck_assert_uint_eq(sched_worker_running(w), 1);
+
+    /* a is released but b needs it: it keeps running. */
+    clear();
+    sched_release(S, C, a);
+    ck_assert_ptr_null(find(EV_WCANCEL, a));
+    ck_assert_int_eq(sched_state_of(S, a), TS_PROCESSING);
+    /* Now b is released too: nothing wants either any more. */
+    sched_release(S, C, b);
+    ck_assert_ptr_nonnull(find(EV_WCANCEL, a));
+    ck_assert_uint_eq(sched_ntasks(S), 0);
+    ck_assert_uint_eq(sched_count(S, TS_PROCESSING), 0);
+    ck_assert_uint_eq(sched_count(S, TS_WAITING), 0);
+    ck_assert_uint_eq(sched_worker_running(w), 0);
+}
+END_TEST
+
+START_TEST(test_client_remove)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 1, &u);
+    sched_client_t *c2 = sched_client_add(S, NULL);
+    uint64_t mine = (sched_client_id(c2) << 40) | 1;
+    /* The other client's task depends on one of ours. */
+    submit(TID(1), 0);
+    submit(TID(2), 0);
+    submit(TID(3), 0);
+    uint64_t d1[] = {TID(1)};
+    sched_submit_t sub = {.id = mine, .func = "f", .func_len = 1, .args = "\x90",
+                          .args_len = 1, .deps = d1, .ndeps = 1};
+    ck_assert_int_eq(sched_submit(S, c2, &sub), 0);
+    sched_place(S);
+    clear();
+    uint64_t t1 = TID(1), t2 = TID(2), t3 = TID(3);
+    sched_client_remove(S, C);
+    C = c2;
+    /* t1 lives on (c2's task needs it), the others are gone. */
+    ck_assert_int_eq(sched_state_of(S, t1), TS_PROCESSING);
+    ck_assert_ptr_nonnull(find(EV_WCANCEL, t2));
+    ck_assert_int_eq(sched_state_of(S, t2), TS_FORGOTTEN);
+    ck_assert_int_eq(sched_state_of(S, t3), TS_FORGOTTEN);
+    ck_assert_uint_eq(sched_ntasks(S), 2);
+    /* It completes (not reported: its client is gone) and c2's task runs. */
+    clear();
+    ck_assert_int_eq(sched_task_done(S, w, d1[0], TASK_OK, "v", 1, 3), 0);
+    ck_assert_ptr_null(find(EV_RESULT, d1[0]));
+    sched_place(S);
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, mine));
+    done_ok(w, mine, "m");
+    ck_assert_uint_eq(sched_ntasks(S), 1);
+    sched_client_remove(S, c2);
+    C = NULL;
+    ck_assert_uint_eq(sched_ntasks(S), 0);
+}
+END_TEST
+
+/* Error propagation down a long chain must not recurse (or be slow). */
+START_TEST(test_long_chain)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 1, &u);
+    enum { N = 200000 };
+    submit(TID(1), 0);
+    for (uint64_t i = 2; i <= N; i++) {
+        uint64_t d[] = {TID(i - 1)};
+        ck_assert_int_eq(submit_full(TID(i), "f", d, 1, 0, 0, NULL), 0);
+    }
+    sched_place(S);
+    done_err(w, TID(1), "root");
+    ck_assert_uint_eq(sched_count(S, TS_ERRED), N);
+    for (uint64_t i = 1; i <= N; i++)
+        sched_release(S, C, TID(i));
+    ck_assert_uint_eq(sched_ntasks(S), 0);
+}
+END_TEST
+
+Suite *state_suite(void)
+{
+    Suite *s = suite_create("scheduler_state");
+    TCase *tc = tcase_create("state");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_priority_order);
+    tcase_add_test(tc, test_spread_over_workers);
+    tcase_add_test(tc, test_prefetch_follows_durations);
+    tcase_add_test(tc, test_deps_release_dependents);
+    tcase_add_test(tc, test_duplicate_and_unknown);
+    tcase_add_test(tc, test_error_propagation);
+    tcase_add_test(tc, test_retries);
+    tcase_add_test(tc, test_cancel);
+    tcase_add_test(tc, test_worker_loss);
+    tcase_add_test(tc, test_release_frees);
+    tcase_add_test(tc, test_release_pending);
+    tcase_add_test(tc, test_client_remove);
+    tcase_add_test(tc, test_long_chain);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(state_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
