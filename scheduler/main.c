@@ -18,12 +18,7 @@
 #include "server.h"
 #include "util.h"
 
-/* A comment in shoal.h contains a comment opener (at "data/ *len", line
- * 166); until it is reworded, -Wcomment would stop the -Werror build. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "shoal.h"
-#pragma GCC diagnostic pop
 
 #define PROG "shoal-scheduler"
 #define EXIT_USAGE 2
