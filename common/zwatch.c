@@ -123,6 +123,11 @@ zwatch_t *zwatch_create(struct ev_loop *loop, void *zsock, int events, zwatch_cb
     w->arg = arg;
     ev_io_init(&w->io, s_io_cb, fd, EV_READ);
     ev_prepare_init(&w->prepare, s_prepare_cb);
+    /* Run after every other prepare watcher: those typically flush batched
+     * output with zmq_send, which can consume the ZMQ_FD edge.  Asking
+     * ZMQ_EVENTS only after them means the loop never sleeps with input
+     * already waiting on the socket. */
+    ev_set_priority(&w->prepare, EV_MINPRI);
     ev_check_init(&w->check, s_check_cb);
     ev_idle_init(&w->idle, s_idle_cb);
     return w;

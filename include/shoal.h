@@ -65,8 +65,8 @@ shoal_client_t *shoal_connect_opts(const shoal_connect_opts_t *opts,
                                    shoal_error_t *err);
 
 /* Disconnect: releases every future still held, closes the connection and, for
- * a local cluster, stops the scheduler and workers it started.  Futures must
- * not be used afterwards.  Accepts NULL. */
+ * a local cluster, stops the scheduler and workers it started.  Futures and
+ * as_completed iterators must not be used afterwards.  Accepts NULL. */
 void shoal_disconnect(shoal_client_t *c);
 
 /* The address this client is connected to ("inline://" for inline mode). */
