@@ -152,6 +152,14 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@sh examples/run-demo.sh
 
+# Benchmarks against Dask distributed, same layout, same run (bench/run.sh
+# installs python3-distributed and gnuplot if missing).  Results: bench/results.*
+bench:
+	@sh bench/run.sh
+
+bench-quick:
+	@sh bench/run.sh --quick
+
 asan:
 	@$(MAKE) --no-print-directory clean
 	@$(MAKE) --no-print-directory check OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
