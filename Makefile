@@ -9,6 +9,7 @@
 #   build/test/           unit tests (*/test/*.c) and end-to-end tests (tests/*.c)
 #   build/examples/       example task libraries and client programs
 
+.DEFAULT_GOAL := all
 PREFIX  ?= /usr/local
 CC      ?= cc
 PKGS    := libzmq msgpack
