@@ -175,7 +175,7 @@ valgrind: all $(UNIT_BIN) $(E2E_BIN)
 # No banned unbounded string functions in our sources.
 lint:
 	@! grep -nE '\b(sprintf|vsprintf|strcpy|strcat|sscanf|gets|strtok)\s*\(' \
-	    common/*.c common/*.h scheduler/*.c worker/*.c client/*.c include/*.h \
+	    common/*.c common/*.h scheduler/*.c worker/*.c client/*.c include/*.h deploy/*/*.[ch] \
 	    || (echo "banned function used (see above)"; exit 1)
 
 install: all
