@@ -4,6 +4,7 @@
  *   shoal submit [OPTIONS] [--array SPEC] -- CMD [ARGS...]
  *   shoal map    [OPTIONS] -- CMD [ARGS...]     one task per line of stdin
  *   shoal status [OPTIONS] [--json]
+ *   shoal graph  [OPTIONS] [--library PATH]... [--get KEY]... [--json] FILE.json
  *
  * submit and map share one engine.  A producer thread turns items (the single
  * command, array indexes, or stdin lines) into shoal.cmd tasks and appends
@@ -13,6 +14,10 @@
  * flat however long the input is, and at most --max-pending tasks are in
  * flight.  The producer is a thread of its own so that a slow stdin
  * (`tail -f log | shoal map ...`) never holds back output that is ready.
+ *
+ * graph reads a Dask-style JSON graph (shoal_graph_load_json), checks it and
+ * its function names against the --library files before connecting, uploads
+ * the libraries, submits the graph as one message and prints the wanted keys.
  *
  * Signals: SIGINT/SIGTERM/SIGHUP are caught by a handler that only writes to
  * a pipe; a thread reading that pipe cancels the tasks in flight, and the main
@@ -34,6 +39,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "shoal.h"
 #include "util.h"
 
@@ -70,6 +76,7 @@ static const char s_main_help[] =
     "  submit   run one command, or one per index of an --array, and print the output\n"
     "  map      run a command once per line of stdin (like GNU parallel -k)\n"
     "  status   show the workers and the task counts of a scheduler\n"
+    "  graph    run a task graph from a JSON file (a Dask-style dict of tasks)\n"
     "\n"
     "Every command needs a scheduler: --scheduler ADDRESS, --scheduler-file PATH,\n"
     "or $SHOAL_SCHEDULER / $SHOAL_SCHEDULER_FILE.  --local starts a cluster on\n"
@@ -148,12 +155,49 @@ static const char s_status_help[] =
     "\n"
     CONN_HELP;
 
+static const char s_graph_help[] =
+    "usage: shoal graph [OPTIONS] [--library PATH]... [--get KEY]... [--json] FILE.json\n"
+    "\n"
+    "Run a task graph.  FILE.json is one object mapping keys to tasks or values,\n"
+    "like a Dask graph:\n"
+    "  {\"a\": 1, \"b\": 2, \"x\": [\"inc\", \"a\"], \"y\": [\"inc\", \"b\"], \"z\": [\"mul\", \"x\", \"y\"]}\n"
+    "An array whose first element is a string is a task: that function, applied to\n"
+    "the other elements.  In a task's arguments, at any depth, a string equal to a\n"
+    "key stands for that key's value.  Anything else is a literal value.  Only what\n"
+    "the wanted keys need runs; the graph goes to the scheduler as one message.\n"
+    "\n"
+    "Before anything runs, the file is checked (JSON syntax, duplicate keys,\n"
+    "cycles) and so is every function name, against the built-in ones (shoal.*)\n"
+    "and those of the --library files, which are then uploaded to the cluster.\n"
+    "\n"
+    "  --library PATH           a task library (.so) to check against and upload\n"
+    "                           (repeatable)\n"
+    "  --no-function-check      do not check function names here: the workers have\n"
+    "                           libraries of their own (shoal-worker --library)\n"
+    "  --get KEY                compute KEY (repeatable; default: every key that no\n"
+    "                           task refers to)\n"
+    "  --json                   print one JSON object {\"KEY\": VALUE, ...}\n"
+    "\n"
+    "Output: when one key is wanted (one --get, or a graph with one such key), its\n"
+    "value alone, as JSON; otherwise one line `KEY = VALUE` per key (VALUE as JSON)\n"
+    "in the order asked for or, by default, the file's.  Exit status 0 if every\n"
+    "key was computed; 1 if a task failed (its error is printed on stderr) or the\n"
+    "cluster could not be used; 2 if the file, a function name or an option is\n"
+    "wrong (then nothing was submitted).\n"
+    "\n"
+    CONN_HELP
+    "\n"
+    "example:\n"
+    "  shoal graph --local --library build/examples/libgraph.so --get z \\\n"
+    "      examples/graph/graph.json\n";
+
 /* ------------------------------------------------------------------------ */
 /* Option parsing                                                            */
 
 enum {
     O_HELP = 1, O_SCHED, O_SFILE, O_LOCAL, O_LOCAL_WORKERS, O_CONNECT_TIMEOUT,
     O_ARRAY, O_TIMEOUT, O_ENV, O_CWD, O_RETRIES, O_PENDING, O_JSON,
+    O_LIBRARY, O_GET, O_NO_FUNC_CHECK,
 };
 
 typedef struct optdef {
@@ -187,6 +231,11 @@ static const optdef_t s_submit_opts[] = {CONN_OPTS, TASK_OPTS,
 static const optdef_t s_map_opts[] = {CONN_OPTS, TASK_OPTS, {NULL, 0, 0, 0}};
 static const optdef_t s_status_opts[] = {CONN_OPTS, {"json", 0, 0, O_JSON},
                                          {NULL, 0, 0, 0}};
+static const optdef_t s_graph_opts[] = {CONN_OPTS, {"json", 0, 0, O_JSON},
+                                        {"library", 0, 1, O_LIBRARY},
+                                        {"get", 0, 1, O_GET},
+                                        {"no-function-check", 0, 0, O_NO_FUNC_CHECK},
+                                        {NULL, 0, 0, 0}};
 
 static void __attribute__((format(printf, 2, 3)))
 s_usage_err(const char *cmd, const char *fmt, ...)
@@ -1529,6 +1578,272 @@ static int s_cmd_status(int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------------ */
+/* shoal graph                                                               */
+
+/* What the signal thread of `graph` works on. */
+typedef struct gwait {
+    const char *cmd;
+    shoal_future_t **fs;
+    size_t n;
+    int stop;   /* atomic: the signal that asked us to stop, or 0 */
+} gwait_t;
+
+static void *s_graph_sigthread(void *arg)
+{
+    gwait_t *gw = arg;
+    unsigned char b;
+    int n = 0;
+
+    for (;;) {
+        ssize_t r = read(g_sigpipe[0], &b, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return NULL;
+        if (++n > 1)
+            _exit(128 + b);
+        fprintf(stderr, "\n%s: %s: cancelling the graph (again to exit now)\n", gw->cmd,
+                strsignal(b));
+        __atomic_store_n(&gw->stop, (int)b, __ATOMIC_RELEASE);
+        for (size_t i = 0; i < gw->n; i++)
+            shoal_cancel(gw->fs[i]);
+    }
+}
+
+/* A key for a `KEY = VALUE` line: control characters become '?'. */
+static void s_print_key(const char *key)
+{
+    char buf[SHOAL_GRAPH_MAX_KEY + 1];
+    s_clean(buf, sizeof buf, key);
+    fputs(buf, stdout);
+}
+
+/* Print the outcome of the wanted keys.  0 if all succeeded, else 1. */
+static int s_graph_print(const char *cmd, const char *const *want, shoal_future_t **fs,
+                         size_t n, int json)
+{
+    size_t nok = 0;
+    int code = 0;
+
+    if (json)
+        fputc('{', stdout);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_object obj;
+        shoal_error_t err = {{0}};
+        if (shoal_result_object(fs[i], 0, &obj, &err) < 0) {
+            fprintf(stderr, "%s: %s\n", cmd, err.msg);
+            code = EXIT_FAIL;
+            continue;
+        }
+        if (json) {
+            if (nok)
+                fputs(", ", stdout);
+            json_write_string(stdout, want[i], strlen(want[i]));
+            fputs(": ", stdout);
+        } else if (n > 1) {
+            s_print_key(want[i]);
+            fputs(" = ", stdout);
+        }
+        json_write_msgpack(stdout, &obj);
+        if (!json)
+            fputc('\n', stdout);
+        nok++;
+    }
+    if (json)
+        fputs("}\n", stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "%s: writing the output: %s\n", cmd, strerror(errno));
+        code = EXIT_FAIL;
+    }
+    return code;
+}
+
+/* Wait for the futures; a signal cancels them.  Returns 0, or 128+signal. */
+static int s_graph_wait(gwait_t *gw)
+{
+    struct sigaction sa;
+    pthread_t sigt;
+    int rc, sig;
+
+    if (pipe(g_sigpipe) < 0) {
+        /* Not worth failing for: wait without the Ctrl-C handling. */
+        shoal_wait(gw->fs, gw->n, SHOAL_ALL_COMPLETED, -1, NULL);
+        return 0;
+    }
+    rc = pthread_create(&sigt, NULL, s_graph_sigthread, gw);
+    if (rc != 0) {
+        close(g_sigpipe[0]);
+        close(g_sigpipe[1]);
+        g_sigpipe[0] = g_sigpipe[1] = -1;
+        shoal_wait(gw->fs, gw->n, SHOAL_ALL_COMPLETED, -1, NULL);
+        return 0;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    while (shoal_wait(gw->fs, gw->n, SHOAL_ALL_COMPLETED, CLI_WAIT_SLICE, NULL) < 0 &&
+           !__atomic_load_n(&gw->stop, __ATOMIC_ACQUIRE)) {
+    }
+    sig = __atomic_load_n(&gw->stop, __ATOMIC_ACQUIRE);
+    if (sig)   /* let the cancellations arrive, within reason */
+        shoal_wait(gw->fs, gw->n, SHOAL_ALL_COMPLETED, 5.0, NULL);
+    s_sigthread_end(sigt);
+    return sig ? 128 + sig : 0;
+}
+
+static int s_cmd_graph(int argc, char **argv)
+{
+    const char *cmd = "shoal graph";
+    optparse_t p = {cmd, argc, argv, 1, NULL};
+    conn_cfg_t cc;
+    shoal_client_t *c = NULL;
+    shoal_graph_t *g = NULL;
+    shoal_error_t err = {{0}};
+    const char **libs = calloc((size_t)argc + 1, sizeof *libs);
+    const char **want = calloc((size_t)argc + 1, sizeof *want);
+    shoal_future_t **fs = NULL;
+    size_t nlibs = 0, nwant = 0;
+    int id, json = 0, nocheck = 0, code = EXIT_USAGE;
+    const char *file;
+
+    memset(&cc, 0, sizeof cc);
+    if (!libs || !want) {
+        fprintf(stderr, "%s: out of memory\n", cmd);
+        code = EXIT_FAIL;
+        goto out;
+    }
+    while ((id = s_opt_next(&p, s_graph_opts)) != 0) {
+        int r;
+        if (id < 0)
+            goto out;
+        switch (id) {
+        case O_HELP:
+            fputs(s_graph_help, stdout);
+            code = 0;
+            goto out;
+        case O_JSON:
+            json = 1;
+            continue;
+        case O_NO_FUNC_CHECK:
+            nocheck = 1;
+            continue;
+        case O_LIBRARY:
+            if (p.val[0] == '\0') {
+                s_usage_err(cmd, "--library: empty path");
+                goto out;
+            }
+            libs[nlibs++] = p.val;
+            continue;
+        case O_GET:
+            if (p.val[0] == '\0') {
+                s_usage_err(cmd, "--get: empty key");
+                goto out;
+            }
+            want[nwant++] = p.val;
+            continue;
+        default:
+            break;
+        }
+        r = s_conn_opt(cmd, &cc, id, p.val);
+        if (r < 0)
+            goto out;
+        if (r == 0) {
+            s_usage_err(cmd, "unexpected option");
+            goto out;
+        }
+    }
+    if (p.i >= argc) {
+        s_usage_err(cmd, "no graph file given");
+        goto out;
+    }
+    if (p.i + 1 < argc) {
+        s_usage_err(cmd, "one graph file at a time (unexpected '%.100s')", argv[p.i + 1]);
+        goto out;
+    }
+    file = argv[p.i];
+
+    /* Everything that can be wrong with the graph is found before connecting. */
+    g = shoal_graph_load_json(file, &err);
+    if (!g) {
+        fprintf(stderr, "%s: %s\n", cmd, err.msg);
+        code = errno == ENOMEM ? EXIT_FAIL : EXIT_USAGE;
+        goto out;
+    }
+    if (shoal_graph_size(g) == 0) {
+        fprintf(stderr, "%s: %.500s: the graph is empty: nothing to compute\n", cmd, file);
+        goto out;
+    }
+    if ((nocheck ? shoal_graph_check(g, NULL, 0, &err)
+                 : shoal_graph_check_libraries(g, libs, nlibs, &err)) < 0) {
+        fprintf(stderr, "%s: %.500s: %s\n", cmd, file, err.msg);
+        if (errno == ENOENT && !nocheck)
+            fprintf(stderr, "%s: give the library that has it with --library PATH, or "
+                            "--no-function-check if the workers load it themselves\n", cmd);
+        code = errno == ENOMEM ? EXIT_FAIL : EXIT_USAGE;
+        goto out;
+    }
+    if (nwant == 0) {
+        size_t ns = shoal_graph_sinks(g, NULL, 0);
+        free(want);
+        want = calloc(ns + 1, sizeof *want);
+        if (!want || ns == 0) {
+            fprintf(stderr, "%s: %s\n", cmd, want ? "the graph has no key that nothing "
+                                                    "refers to" : "out of memory");
+            code = want ? EXIT_USAGE : EXIT_FAIL;
+            goto out;
+        }
+        nwant = shoal_graph_sinks(g, want, ns);
+    }
+    for (size_t i = 0; i < nwant; i++) {
+        if (!shoal_graph_has(g, want[i])) {
+            fprintf(stderr, "%s: --get %.300s: no such key in %.500s\n", cmd, want[i], file);
+            goto out;
+        }
+    }
+    fs = calloc(nwant, sizeof *fs);
+    if (!fs) {
+        fprintf(stderr, "%s: out of memory\n", cmd);
+        code = EXIT_FAIL;
+        goto out;
+    }
+
+    c = s_connect(cmd, &cc, &code);
+    if (!c)
+        goto out;
+    code = EXIT_FAIL;
+    for (size_t i = 0; i < nlibs; i++) {
+        if (shoal_upload_library(c, libs[i], &err) < 0) {
+            fprintf(stderr, "%s: uploading %.500s: %s\n", cmd, libs[i], err.msg);
+            goto out;
+        }
+    }
+    s_check_workers(cmd, c, &cc);
+    if (shoal_graph_submit(c, g, want, nwant, fs, &err) < 0) {
+        fprintf(stderr, "%s: cannot submit the graph: %s\n", cmd, err.msg);
+        goto out;
+    }
+    {
+        gwait_t gw = {cmd, fs, nwant, 0};
+        int sig = s_graph_wait(&gw);
+        code = sig ? sig : s_graph_print(cmd, want, fs, nwant, json);
+    }
+out:
+    if (fs)
+        for (size_t i = 0; i < nwant; i++)
+            shoal_release(fs[i]);
+    shoal_disconnect(c);
+    shoal_graph_destroy(g);
+    free(fs);
+    free(libs);
+    free(want);
+    return code;
+}
+
+/* ------------------------------------------------------------------------ */
 
 int main(int argc, char **argv)
 {
@@ -1550,7 +1865,8 @@ int main(int argc, char **argv)
         const char *t = argc > 2 ? argv[2] : "";
         fputs(strcmp(t, "submit") == 0 ? s_submit_help
               : strcmp(t, "map") == 0  ? s_map_help
-              : strcmp(t, "status") == 0 ? s_status_help : s_main_help, stdout);
+              : strcmp(t, "status") == 0 ? s_status_help
+              : strcmp(t, "graph") == 0 ? s_graph_help : s_main_help, stdout);
         return 0;
     }
     if (strcmp(sub, "--version") == 0 || strcmp(sub, "version") == 0) {
@@ -1563,10 +1879,12 @@ int main(int argc, char **argv)
         return s_cmd_tasks(argc - 1, argv + 1, 1);
     if (strcmp(sub, "status") == 0)
         return s_cmd_status(argc - 1, argv + 1);
+    if (strcmp(sub, "graph") == 0)
+        return s_cmd_graph(argc - 1, argv + 1);
     if (sub[0] == '-')
         fprintf(stderr, "shoal: unknown option '%.100s' (see 'shoal --help')\n", sub);
     else
-        fprintf(stderr, "shoal: unknown command '%.100s' (commands: submit, map, status; "
+        fprintf(stderr, "shoal: unknown command '%.100s' (commands: submit, map, status, graph; "
                         "see 'shoal --help')\n", sub);
     return EXIT_USAGE;
 }

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs the examples one after another: primes, graph, pi.  It starts nothing
+# Runs the examples one after another: primes, graph, pi, then the graph
+# example's JSON file through `shoal graph`.  It starts nothing
 # itself: each example, given no address, connects to $SHOAL_SCHEDULER or
 # $SHOAL_SCHEDULER_FILE if set, else starts (and stops) a local cluster.
 # Exits non-zero if any example fails.  Run `make` first (`make demo` does both).
@@ -45,6 +46,22 @@ run() {
 run primes "sum of the primes below 100000, 200000 and 300000, one task each"
 run graph  "z = mul(inc(1), inc(2)), with futures as arguments"
 run pi     "Monte Carlo estimate of pi, parallel and then serial"
+
+# The graph example again, as a JSON graph file run by the command-line
+# client (which, unlike the example programs, needs --local to start a
+# cluster when no scheduler is named in the environment).
+conn=--local
+[ -n "${SHOAL_SCHEDULER:-}${SHOAL_SCHEDULER_FILE:-}" ] && conn=
+echo
+echo "=== graph-file: bin/shoal graph $conn --library build/examples/libgraph.so --get z examples/graph/graph.json"
+if out=$("$root/bin/shoal" graph $conn --library "$ex/libgraph.so" --get z \
+         "$here/graph/graph.json") && [ "$out" = 6 ]; then
+    echo "z = $out"
+    echo "--- graph-file: ok"
+else
+    echo "--- graph-file: FAILED (printed '$out', expected 6)"
+    failed="$failed graph-file"
+fi
 
 echo
 if [ -n "$failed" ]; then

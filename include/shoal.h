@@ -235,6 +235,143 @@ int shoal_status(shoal_client_t *c, shoal_status_info_t *out, double timeout,
                  shoal_error_t *err);
 void shoal_status_free(shoal_status_info_t *s);
 
+/* --- Task graphs -------------------------------------------------------------- */
+
+/*
+ * A task graph is a set of named keys, like a Dask graph (a dict of
+ * `key -> value` or `key -> (function, args...)`): each key is either a
+ * literal value or a task whose arguments may refer to other keys.  The
+ * whole graph is validated, culled to what the wanted keys need, and sent in
+ * one call as one SUBMIT message; futures come back for the wanted keys only.
+ *
+ *   shoal_graph_t *g = shoal_graph_create();
+ *   shoal_graph_add_value(g, "a", "\x01", 1, NULL);           // a = 1
+ *   // x = inc(a): the argument array holds a reference to key "a"
+ *   msgpack_pack_array(&pk, 1); shoal_graph_pack_key(&pk, "a");
+ *   shoal_graph_add_task(g, "x", "inc", sb.data, sb.size, NULL, &err);
+ *   ...
+ *   shoal_graph_submit(c, g, (const char *[]){"z"}, 1, &fz, &err);
+ *
+ * Keys are 1 to SHOAL_GRAPH_MAX_KEY bytes with no NUL.  Each task is
+ * submitted with its key as its name, so errors read "dependency x failed:
+ * ...".  A graph is a plain data structure: not thread-safe, independent of
+ * any client, reusable (submit it several times, to several clients).
+ *
+ * Literal values are not tasks: a value of at most SHOAL_GRAPH_INLINE_MAX
+ * bytes is copied into the arguments of every task that uses it (as Dask
+ * inlines constants).  A larger one used by tasks becomes one shoal.echo
+ * task, so that its bytes travel once; a wanted value becomes a shoal.echo
+ * task too (a future needs a task).
+ *
+ * Validation happens before anything is sent: empty or duplicate keys are
+ * refused when added; references to unknown keys ("task 'z' refers to
+ * unknown key 'q'") and cycles ("cycle: x -> y -> x") when the graph is
+ * checked or submitted.  Whether the functions exist is something only the
+ * workers know (the client has no view of their function tables), so it is
+ * checked on request against what the caller knows: the names it lists
+ * (shoal_graph_check) or the task libraries it is about to upload
+ * (shoal_graph_check_libraries); built-in functions (shoal.*) always count.
+ */
+typedef struct shoal_graph shoal_graph_t;
+
+/* MessagePack ext type of a reference to a graph key inside task arguments
+ * (the key's bytes).  Resolved by the client: it never goes on the wire. */
+#define SHOAL_EXT_KEY 0x54
+#define SHOAL_GRAPH_MAX_KEY 255
+#define SHOAL_GRAPH_INLINE_MAX 4096
+/* Bound on the SUBMIT message of one graph (the scheduler's default
+ * --max-message-size, less room for the header).  A scheduler started with a
+ * smaller --max-message-size drops a client that sends a larger message, so
+ * keep graphs under that size there. */
+#define SHOAL_GRAPH_MAX_MESSAGE ((size_t)(1u << 30) - 4096)
+
+/* An empty graph, or NULL (ENOMEM). */
+shoal_graph_t *shoal_graph_create(void);
+/* Accepts NULL. */
+void shoal_graph_destroy(shoal_graph_t *g);
+
+/* Add key = a literal value: `len` bytes of ONE packed MessagePack object
+ * (copied).  It may not contain key references (only task arguments can).
+ * -1 with errno EEXIST (the key is taken), EINVAL (bad key or value), ENOMEM. */
+int shoal_graph_add_value(shoal_graph_t *g, const char *key, const void *packed,
+                          size_t len, shoal_error_t *err);
+
+/* Add key = func(args...): `args` is `len` bytes of ONE packed MessagePack
+ * array (copied) in which shoal_graph_pack_key() marks references to other
+ * keys, at any depth; they are replaced by those keys' results (or inlined
+ * values) before the task runs.  References to existing futures
+ * (shoal_pack_future) are allowed too.  Keys may be referred to before they
+ * are added.  `opts` may be NULL; its priority and retries apply, its name is
+ * ignored (the key names the task).  -1 with errno as shoal_graph_add_value. */
+int shoal_graph_add_task(shoal_graph_t *g, const char *key, const char *func,
+                         const void *args, size_t len, const shoal_submit_opts_t *opts,
+                         shoal_error_t *err);
+
+/* Pack a reference to graph key `key` (ext SHOAL_EXT_KEY).  0, or -1
+ * (EINVAL: bad key; or the packer failed). */
+int shoal_graph_pack_key(msgpack_packer *pk, const char *key);
+
+/* Number of keys, and the i-th key in the order added (NULL if out of
+ * range; owned by the graph). */
+size_t shoal_graph_size(const shoal_graph_t *g);
+const char *shoal_graph_key(const shoal_graph_t *g, size_t i);
+/* Non-zero if `key` is in the graph. */
+int shoal_graph_has(const shoal_graph_t *g, const char *key);
+
+/* The sinks: keys that no task of the graph refers to, in the order added
+ * (what a graph "computes" when nothing else is asked for).  Fills
+ * out[0..cap-1] (strings owned by the graph) and returns how many sinks
+ * there are, which may be more than cap. */
+size_t shoal_graph_sinks(const shoal_graph_t *g, const char **out, size_t cap);
+
+/* Validate the structure (every reference resolves, no cycle) and, if
+ * `funcs` is not NULL, that every task's function is a built-in one or one
+ * of funcs[0..nfuncs-1].  0, or -1 with errno EINVAL (ENOENT: unknown
+ * function) and the first problem in err. */
+int shoal_graph_check(shoal_graph_t *g, const char *const *funcs, size_t nfuncs,
+                      shoal_error_t *err);
+
+/* Like shoal_graph_check, against the functions of the task libraries at
+ * paths[0..npaths-1] (loaded into this process with dlopen to read their
+ * tables) and the built-in ones. */
+int shoal_graph_check_libraries(shoal_graph_t *g, const char *const *paths, size_t npaths,
+                                shoal_error_t *err);
+
+/* Validate g (structure only, as shoal_graph_check with funcs NULL), cull it
+ * to the keys want[0..nwant-1] need, and submit those tasks in dependency
+ * order as ONE SUBMIT message (never split, up to SHOAL_GRAPH_MAX_MESSAGE
+ * bytes).  On success out[i] is the future of want[i] (a key wanted twice
+ * gives the same future twice, with a reference for each), and the tasks
+ * that are only needed along the way are released at once, so the
+ * scheduler frees each as soon as its dependents are done.  All or nothing:
+ * on failure nothing is sent and no future is returned.  Inline clients run
+ * the tasks at once, in dependency order.  The graph is not changed. */
+int shoal_graph_submit(shoal_client_t *c, shoal_graph_t *g, const char *const *want,
+                       size_t nwant, shoal_future_t **out, shoal_error_t *err);
+
+/*
+ * Read a graph from JSON text: one object mapping keys to values, in the
+ * style of a Dask graph:
+ *   - a value that is an array whose first element is a string is a task:
+ *     that string names the function, the other elements are its arguments;
+ *   - inside a task's arguments, at any depth (in arrays and object values,
+ *     not object keys), a string equal to a key of the graph is a reference
+ *     to that key; every other value is literal data;
+ *   - any other value (number, string, null, boolean, object, an array that
+ *     does not start with a string) is a literal value, taken as is.
+ * So {"a": 1, "x": ["inc", "a"], "s": ["sum_list", ["a", "x", 5]]} is
+ * a = 1, x = inc(a), s = sum_list([a, x, 5]).  A literal array that starts
+ * with a string can be written ["shoal.echo", [...]].  JSON maps to
+ * MessagePack as: null -> nil, true/false, integers (no fraction or
+ * exponent; must fit in int64) -> int, other numbers -> float64, strings ->
+ * str, arrays, objects -> maps.  The reader is strict (RFC 8259) and bounded
+ * (64 MiB, 64 levels); errors are "LINE:COL: reason".  NULL on failure
+ * (errno EINVAL, E2BIG or ENOMEM).
+ */
+shoal_graph_t *shoal_graph_parse_json(const char *text, size_t len, shoal_error_t *err);
+/* The same, from a file; errors are "PATH:LINE:COL: reason". */
+shoal_graph_t *shoal_graph_load_json(const char *path, shoal_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif
