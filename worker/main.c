@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "shoal.h"
@@ -24,6 +25,9 @@
 #define MAX_THREADS 1024
 #define MAX_WORKERS 1024
 #define MAX_DEATH_TIMEOUT (30.0 * 24 * 3600)
+#define MAX_LIFETIME (365.0 * 24 * 3600)
+/* A staggered lifetime is never shorter than this. */
+#define MIN_LIFETIME 0.1
 #define MIN_MESSAGE_SIZE 4096ULL
 #define MAX_MESSAGE_SIZE (1ULL << 40)
 
@@ -47,6 +51,14 @@ static void s_usage(FILE *f)
         "  --library PATH.so        load a task library (repeatable, up to %d)\n"
         "  --death-timeout SECONDS  exit when nothing is heard from the scheduler for\n"
         "                           this long (default 60s)\n"
+        "  --lifetime DURATION      retire after this long (e.g. 55m): take no more\n"
+        "                           tasks, hand queued ones back, give running ones\n"
+        "                           min(DURATION/10, 60s) to finish, say BYE, exit 0\n"
+        "                           (for batch jobs: stop before the walltime)\n"
+        "  --lifetime-stagger DURATION\n"
+        "                           add a random amount in [-DURATION, +DURATION] to\n"
+        "                           the lifetime, so that workers do not all leave at\n"
+        "                           once (each of --nworkers draws its own)\n"
         "  --max-message-size SIZE  largest message accepted (default 1GiB)\n"
         "  --log-level LEVEL        error, warn, info or debug (default: $SHOAL_LOG_LEVEL\n"
         "                           or info)\n"
@@ -95,7 +107,19 @@ static int s_valid_name(const char *s)
 enum {
     OPT_SFILE = 256, OPT_NTHREADS, OPT_NWORKERS, OPT_NAME, OPT_LIBRARY,
     OPT_DEATH, OPT_MAXMSG, OPT_LOGLEVEL, OPT_HELP, OPT_VERSION, OPT_CHILD,
+    OPT_LIFETIME, OPT_STAGGER,
 };
+
+/* A uniform random number in [-1, 1]: each worker process draws its own,
+ * so the workers of one job or one command line retire at different times. */
+static double s_random_unit(void)
+{
+    uint64_t r;
+
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(util_wall() * 1e6);
+    return (double)(r >> 11) / (double)(1ULL << 52) - 1.0;
+}
 
 static const struct option s_opts[] = {
     {"scheduler-file", required_argument, NULL, OPT_SFILE},
@@ -105,6 +129,8 @@ static const struct option s_opts[] = {
     {"library", required_argument, NULL, OPT_LIBRARY},
     {"death-timeout", required_argument, NULL, OPT_DEATH},
     {"max-message-size", required_argument, NULL, OPT_MAXMSG},
+    {"lifetime", required_argument, NULL, OPT_LIFETIME},
+    {"lifetime-stagger", required_argument, NULL, OPT_STAGGER},
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -119,7 +145,7 @@ int main(int argc, char **argv)
     const char *libs[MAX_LIBRARIES];
     size_t nlibs = 0, i;
     long nthreads = 0, nworkers = 1;
-    double death_timeout = 60.0;
+    double death_timeout = 60.0, lifetime = 0.0, stagger = 0.0;
     uint64_t max_msg = (uint64_t)PROTO_DEFAULT_MAX_FRAME;
     char address[SHOAL_ADDR_MAX], err[512], name[WORKER_NAME_MAX];
     tasklib_t *lib = NULL;
@@ -157,6 +183,17 @@ int main(int argc, char **argv)
                 death_timeout > MAX_DEATH_TIMEOUT)
                 return s_bad("--death-timeout: '%s' is not a duration (e.g. 60, 30s, 5m) "
                              "greater than zero and at most 30 days", optarg);
+            break;
+        case OPT_LIFETIME:
+            if (util_parse_duration(optarg, &lifetime) < 0 || lifetime <= 0 ||
+                lifetime > MAX_LIFETIME)
+                return s_bad("--lifetime: '%s' is not a duration (e.g. 3600, 55m) greater "
+                             "than zero and at most a year", optarg);
+            break;
+        case OPT_STAGGER:
+            if (util_parse_duration(optarg, &stagger) < 0 || stagger > MAX_LIFETIME)
+                return s_bad("--lifetime-stagger: '%s' is not a duration (e.g. 0, 30s, 4m) "
+                             "of at most a year", optarg);
             break;
         case OPT_MAXMSG:
             if (util_parse_size(optarg, &max_msg) < 0 || max_msg < MIN_MESSAGE_SIZE ||
@@ -197,6 +234,10 @@ int main(int argc, char **argv)
         return s_bad("give either ADDRESS or --scheduler-file, not both%s", "");
     if (!addr_arg && !sfile)
         return s_bad("no scheduler: give its ADDRESS or --scheduler-file PATH%s", "");
+    if (stagger > 0 && lifetime <= 0)
+        return s_bad("--lifetime-stagger needs --lifetime%s", "");
+    if (stagger >= lifetime && lifetime > 0)
+        return s_bad("--lifetime-stagger must be shorter than --lifetime%s", "");
 
     if (addr_arg) {
         if (util_normalize_address(addr_arg, address, sizeof(address), err,
@@ -258,6 +299,11 @@ int main(int argc, char **argv)
     wc.death_timeout = death_timeout;
     wc.max_frame = (int64_t)max_msg;
     wc.lib = lib;
+    if (lifetime > 0) {
+        wc.lifetime = lifetime + stagger * s_random_unit();
+        if (wc.lifetime < MIN_LIFETIME)
+            wc.lifetime = MIN_LIFETIME;
+    }
     code = worker_run(&wc);
     tasklib_destroy(lib);
     return code;

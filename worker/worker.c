@@ -54,6 +54,7 @@ typedef enum {
     STOP_LOST,        /* death timeout */
     STOP_REFUSED,     /* the scheduler refused us (version) */
     STOP_ERROR,       /* socket failure */
+    STOP_RETIRED,     /* lifetime over: tell the scheduler BYE */
 } stop_reason_t;
 
 typedef struct worker {
@@ -69,9 +70,12 @@ typedef struct worker {
     ev_prepare flush;            /* send the batch before the loop sleeps */
     ev_timer tick;               /* heartbeat + death timeout */
     ev_signal sigint, sigterm;
+    ev_timer lifetime;           /* retirement, then its grace period */
     double last_heard;           /* ev_now of the last message received */
     double last_hello;           /* ev_now of the last HELLO sent */
     int welcomed;
+    int retiring;                /* lifetime over: no new work is started */
+    double grace;                /* seconds running tasks get once retiring */
     stop_reason_t stop;
     uint64_t ndone, nfailed;
 } worker_t;
@@ -228,6 +232,9 @@ static void s_drain_done(worker_t *w)
         free(j->out);
         free(j);
     }
+    /* A retiring worker leaves as soon as its last running task is reported. */
+    if (w->retiring && pool_running(w->pool) == 0 && w->stop == STOP_NONE)
+        s_stop(w, STOP_RETIRED);
 }
 
 static void s_on_wake(struct ev_loop *loop, ev_async *a, int revents)
@@ -433,6 +440,13 @@ static void s_on_compute(worker_t *w, proto_msg_t *m)
         log_warn("COMPUTE body is not an array: ignored");
         return;
     }
+    if (w->retiring) {
+        /* Not run and not answered: the scheduler still counts these tasks
+         * as ours and places them elsewhere when our BYE arrives. */
+        log_debug("worker %s is retiring: %zu tasks left for other workers",
+                  w->cfg->name, n);
+        return;
+    }
     for (i = 0; i < n; i++) {
         if (!(j = s_compute_item(w, &items[i])))
             continue;
@@ -597,6 +611,51 @@ static void s_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     s_stop(w, STOP_SIGNAL);
 }
 
+/* The grace period of a retiring worker is over: leave, cancelling what
+ * still runs (the scheduler re-places it when the BYE arrives). */
+static void s_on_grace_over(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    worker_t *w = t->data;
+
+    (void)loop;
+    (void)revents;
+    log_warn("worker %s: %zu tasks still running after the %.1f s grace period: "
+             "handing them back", w->cfg->name, pool_running(w->pool), w->grace);
+    s_stop(w, STOP_RETIRED);
+}
+
+/* The lifetime is up: take no more work and hand back what has not
+ * started; running tasks get the grace period to finish. */
+static void s_on_lifetime(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    worker_t *w = t->data;
+    pool_job_t *j, *next;
+    size_t dropped = 0;
+
+    (void)revents;
+    w->grace = w->cfg->lifetime / 10.0;
+    if (w->grace > WORKER_RETIRE_GRACE_MAX)
+        w->grace = WORKER_RETIRE_GRACE_MAX;
+    w->retiring = 1;
+    for (j = pool_take_queued(w->pool); j; j = next) {
+        next = j->next;
+        u64map_del(w->jobs, j->id);
+        free(j);
+        dropped++;
+    }
+    log_info("worker %s: lifetime of %.1f s reached: retiring (%zu queued tasks handed "
+             "back, %zu running get %.1f s to finish)", w->cfg->name, w->cfg->lifetime,
+             dropped, pool_running(w->pool), w->grace);
+    /* Report what has finished already; leave now if nothing runs. */
+    s_drain_done(w);
+    if (w->stop != STOP_NONE)
+        return;
+    ev_timer_stop(loop, t);
+    ev_set_cb(t, s_on_grace_over);
+    ev_timer_set(t, w->grace, 0.0);
+    ev_timer_start(loop, t);
+}
+
 /* An empty handler rather than SIG_IGN: writes to a closed pipe (a command's
  * stdin) fail with EPIPE instead of killing us, and commands started by
  * shoal.cmd get the default disposition back at exec. */
@@ -681,6 +740,10 @@ int worker_run(const worker_config_t *cfg)
     ev_signal_init(&w->sigterm, s_on_signal, SIGTERM);
     w->sigterm.data = w;
     ev_signal_start(w->loop, &w->sigterm);
+    ev_timer_init(&w->lifetime, s_on_lifetime, cfg->lifetime, 0.0);
+    w->lifetime.data = w;
+    if (cfg->lifetime > 0)
+        ev_timer_start(w->loop, &w->lifetime);
 
     /* The async watcher is started before any executor can notify it. */
     if (!(w->pool = pool_create(cfg->nthreads, s_run_job, s_notify, w))) {
@@ -700,6 +763,7 @@ int worker_run(const worker_config_t *cfg)
 
     switch (w->stop) {
     case STOP_SIGNAL:
+    case STOP_RETIRED:
         /* Report what is finished, then say BYE so that the scheduler
          * places our other tasks elsewhere at once. */
         s_drain_done(w);
@@ -732,6 +796,7 @@ out:
         ev_timer_stop(w->loop, &w->tick);
         ev_signal_stop(w->loop, &w->sigint);
         ev_signal_stop(w->loop, &w->sigterm);
+        ev_timer_stop(w->loop, &w->lifetime);
     }
     if (w->pool) {
         /* Running tasks get their cancelled flag; queued ones never start. */

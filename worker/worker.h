@@ -32,10 +32,26 @@ typedef struct worker_config {
     int64_t max_frame;       /* ZMQ_MAXMSGSIZE */
     tasklib_t *lib;          /* task registry (borrowed; libraries given with
                                 --library already loaded) */
+    double lifetime;         /* seconds after start at which the worker retires
+                                (see worker_run); 0: never */
 } worker_config_t;
 
-/* Run the worker until the scheduler says BYE, a signal asks it to stop, or
- * the death timeout passes.  Returns the process exit status (WORKER_EXIT_*).
+/* The grace period of a retiring worker: min(lifetime / 10, this). */
+#define WORKER_RETIRE_GRACE_MAX 60.0
+
+/* Run the worker until the scheduler says BYE, a signal asks it to stop, the
+ * death timeout passes, or it retires.  Returns the process exit status
+ * (WORKER_EXIT_*).
+ *
+ * Retiring (cfg->lifetime > 0, like Dask's --lifetime): once the lifetime is
+ * up the worker takes no more work.  Queued tasks are dropped unrun, as are
+ * tasks in any COMPUTE that arrives later; running tasks may finish for a
+ * grace period of min(lifetime / 10, WORKER_RETIRE_GRACE_MAX) seconds and
+ * are reported; then the worker says BYE, so the scheduler places every task
+ * it still counted on this worker elsewhere, and returns WORKER_EXIT_OK.
+ * Tasks still running when the grace period ends are cancelled, unreported.
+ * The point is a batch job that ends before its walltime without losing the
+ * tasks in it to the batch system's kill.
  * Installs handlers for SIGINT and SIGTERM, in a libev loop of its own: the
  * default loop would reap (waitpid(-1)) the children of command tasks.  If
  * executor threads are stuck in a task at shutdown for more than 5 s, the

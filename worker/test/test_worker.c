@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
@@ -337,7 +338,16 @@ static void s_find_worker_bin(void)
 /* Start bin/shoal-worker with the given arguments (NULL-terminated).  The
  * child dies with this test process (PR_SET_PDEATHSIG), and s_kill_all kills
  * it at exit in any case. */
+static pid_t s_start_log(const char *const *args, const char *log);
+
 static pid_t s_start(const char *const *args)
+{
+    return s_start_log(args, NULL);
+}
+
+/* Like s_start, with the worker's stderr (its log) in the file `log` when
+ * that is not NULL. */
+static pid_t s_start_log(const char *const *args, const char *log)
 {
     const char *argv[32];
     pid_t pid, parent = getpid();
@@ -353,6 +363,11 @@ static pid_t s_start(const char *const *args)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(99);
+        if (log) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+            if (fd < 0 || dup2(fd, 2) < 0)
+                _exit(97);
+        }
         execv(s_worker_bin, (char *const *)argv);
         _exit(98);
     }
@@ -1049,6 +1064,10 @@ START_TEST(e2e_bad_command_lines)
         {{"tcp://127.0.0.1:1", "--bogus", NULL}, 2},
         {{"tcp://127.0.0.1:1", "--name", "has space", NULL}, 2},
         {{"tcp://127.0.0.1:1", "--death-timeout", "-1", NULL}, 2},
+        {{"tcp://127.0.0.1:1", "--lifetime", "0", NULL}, 2},
+        {{"tcp://127.0.0.1:1", "--lifetime", "soon", NULL}, 2},
+        {{"tcp://127.0.0.1:1", "--lifetime-stagger", "5", NULL}, 2},
+        {{"tcp://127.0.0.1:1", "--lifetime", "10", "--lifetime-stagger", "10", NULL}, 2},
         {{"tcp://127.0.0.1:1", "--scheduler-file", "/x", NULL}, 2},
         {{"not a host!", NULL}, 2},
         {{"tcp://127.0.0.1:1", "--library", "/nonexistent/libx.so", NULL}, 1},
@@ -1158,6 +1177,227 @@ START_TEST(e2e_supervisor_killed_children_follow)
 }
 END_TEST
 
+/* ==== --lifetime ========================================================== */
+
+/* A command task [{"argv": ["/bin/sh", "-c", script]}]. */
+static void s_cmd_item(proto_batch_t *b, uint64_t id, const char *script)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "argv");
+    msgpack_pack_array(&pk, 3);
+    mp_pack_cstr(&pk, "/bin/sh");
+    mp_pack_cstr(&pk, "-c");
+    mp_pack_cstr(&pk, script);
+    s_item(b, id, "shoal.cmd", &sb);
+}
+
+/* Non-zero once the file at `path` contains `needle`. */
+static int s_file_has(const char *path, const char *needle)
+{
+    char buf[16384];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/*
+ * A retiring worker hands its tasks back: once the lifetime is up, a queued
+ * task and one sent afterwards never run and are never reported, the running
+ * task finishes within the grace period and is reported, and only then comes
+ * BYE (after which the scheduler places the others elsewhere); exit 0.
+ */
+START_TEST(e2e_lifetime_hands_back_tasks)
+{
+    char dir[] = "/tmp/shoal-test-lifetime-XXXXXX";
+    char log[PATH_MAX], gate[PATH_MAX], ran2[PATH_MAX], ran4[PATH_MAX];
+    char script[4 * PATH_MAX];
+    const double lifetime = 8.0;    /* grace: 0.8 s */
+    outcome_t out[MAX_ID];
+    fake_t f;
+    peer_t p;
+    proto_batch_t b;
+    proto_msg_t m;
+    double t_hello, t_retired, end;
+    int st, got_bye = 0, fd;
+    pid_t pid;
+
+    memset(out, 0, sizeof(out));
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    util_fmt(s_tmpdir, sizeof(s_tmpdir), "%s", dir);
+    util_fmt(log, sizeof(log), "%s/worker.log", dir);
+    util_fmt(gate, sizeof(gate), "%s/gate", dir);
+    util_fmt(ran2, sizeof(ran2), "%s/ran2", dir);
+    util_fmt(ran4, sizeof(ran4), "%s/ran4", dir);
+
+    s_fake_open(&f);
+    pid = s_start_log((const char *[]){f.endpoint, "--nthreads", "1", "--name", "lt",
+                                       "--lifetime", "8", "--death-timeout", "30", NULL},
+                      log);
+    s_expect_hello(&f, &p, 1);
+    t_hello = util_now();
+    s_welcome(&f, &p, 1);
+
+    /* 1 runs until the test opens the gate; 2 and 3 wait behind it (one
+     * executor thread). */
+    proto_batch_init(&b, MSG_COMPUTE);
+    util_fmt(script, sizeof(script),
+             "while [ ! -e '%s' ]; do sleep 0.02; done; echo first", gate);
+    s_cmd_item(&b, 1, script);
+    util_fmt(script, sizeof(script), "touch '%s'", ran2);
+    s_cmd_item(&b, 2, script);
+    {
+        msgpack_sbuffer sb;
+        s_pack_args(&sb, "s", "third");
+        s_item(&b, 3, "shoal.echo", &sb);
+    }
+    ck_assert_int_eq(proto_batch_send(&b, f.sock, p.ident, p.ident_len), 0);
+
+    /* Wait for the retirement (the log line says so), answering heartbeats. */
+    end = util_now() + lifetime + 10;
+    while (!s_file_has(log, "retiring")) {
+        ck_assert_msg(util_now() < end, "the worker did not retire after its lifetime");
+        if (s_recv(&f, &m, 20) == 0) {
+            ck_assert_msg(m.hdr.type != MSG_TASK_DONE && m.hdr.type != MSG_BYE,
+                          "%s before the lifetime was up", proto_type_name(m.hdr.type));
+            if (m.hdr.type == MSG_HEARTBEAT)
+                s_send_nil(&f, &p, MSG_HEARTBEAT);
+            proto_msg_close(&m);
+        }
+    }
+    t_retired = util_now();
+    /* The worker's clock started before its HELLO reached us. */
+    ck_assert_msg(t_retired - t_hello > lifetime - 0.5, "retired after %.2f s, lifetime %.0f s",
+                  t_retired - t_hello, lifetime);
+    ck_assert_msg(s_file_has(log, "2 queued tasks handed back"), "log: queued tasks not "
+                  "handed back");
+
+    /* Work sent to a retiring worker is not started either. */
+    util_fmt(script, sizeof(script), "touch '%s'", ran4);
+    s_cmd_item(&b, 4, script);
+    ck_assert_int_eq(proto_batch_send(&b, f.sock, p.ident, p.ident_len), 0);
+    usleep(50000);
+    /* Open the gate: 1 finishes within the grace period. */
+    fd = open(gate, O_WRONLY | O_CREAT, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+
+    end = util_now() + 5;
+    while (!got_bye) {
+        ck_assert_msg(util_now() < end, "no BYE from the retiring worker");
+        if (s_recv(&f, &m, 100) < 0)
+            continue;
+        if (m.hdr.type == MSG_TASK_DONE) {
+            const msgpack_object *items, *it;
+            size_t n, k, in;
+            ck_assert_int_eq(mp_array(&m.body, &items, &n), 0);
+            for (k = 0; k < n; k++) {
+                uint64_t id;
+                int64_t stv;
+                ck_assert_int_eq(mp_array(&items[k], &it, &in), 0);
+                ck_assert_int_eq(mp_u64(&it[0], &id), 0);
+                ck_assert_int_eq(mp_i64(&it[1], &stv), 0);
+                ck_assert_uint_lt(id, MAX_ID);
+                out[id].count++;
+                out[id].status = (int)stv;
+            }
+        } else if (m.hdr.type == MSG_BYE) {
+            got_bye = 1;
+            /* BYE after the running task was reported, within the grace. */
+            ck_assert_int_eq(out[1].count, 1);
+            ck_assert_msg(util_now() - t_retired < lifetime / 10 + 0.5,
+                          "BYE %.2f s after retiring", util_now() - t_retired);
+        }
+        proto_msg_close(&m);
+    }
+    ck_assert_int_eq(out[1].status, 0);
+    ck_assert_int_eq(out[2].count + out[3].count + out[4].count, 0);
+    st = s_wait_exit(pid, 5);
+    ck_assert_msg(st != -1, "retired worker did not exit");
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    ck_assert_msg(access(ran2, F_OK) != 0, "a queued task ran on a retiring worker");
+    ck_assert_msg(access(ran4, F_OK) != 0, "a task sent after retiring ran");
+    proto_batch_destroy(&b);
+    s_fake_close(&f);
+    s_kill_all();
+}
+END_TEST
+
+/*
+ * Running tasks get only the grace period: a long task is cancelled and not
+ * reported, BYE follows.  With --nworkers 2 each child retires (its own
+ * staggered lifetime) and the supervisor then exits 0 without restarting
+ * them.
+ */
+START_TEST(e2e_lifetime_grace_and_supervisor)
+{
+    fake_t f;
+    peer_t a, b;
+    proto_batch_t batch;
+    msgpack_sbuffer sb;
+    proto_msg_t m;
+    pid_t sup;
+    double t0, end;
+    int st, byes = 0, dones = 0;
+
+    s_fake_open(&f);
+    t0 = util_now();
+    sup = s_start((const char *[]){f.endpoint, "--nworkers", "2", "--nthreads", "1",
+                                   "--name", "ls", "--lifetime", "2",
+                                   "--lifetime-stagger", "0.5", NULL});
+    s_expect_hello(&f, &a, 1);
+    s_expect_hello(&f, &b, 1);
+    s_welcome(&f, &a, 1);
+    s_welcome(&f, &b, 2);
+    s_track((pid_t)a.pid);
+    s_track((pid_t)b.pid);
+    proto_batch_init(&batch, MSG_COMPUTE);
+    s_pack_args(&sb, "d", 60.0);
+    s_item(&batch, 1, "shoal.sleep", &sb);
+    ck_assert_int_eq(proto_batch_send(&batch, f.sock, a.ident, a.ident_len), 0);
+    s_pack_args(&sb, "d", 60.0);
+    s_item(&batch, 2, "shoal.sleep", &sb);
+    ck_assert_int_eq(proto_batch_send(&batch, f.sock, b.ident, b.ident_len), 0);
+
+    end = util_now() + 10;
+    while (byes < 2 && util_now() < end) {
+        if (s_recv(&f, &m, 100) < 0)
+            continue;
+        if (m.hdr.type == MSG_BYE) {
+            /* lifetime 2 +- 0.5, grace 0.15 to 0.25 */
+            double at = util_now() - t0;
+            ck_assert_msg(at > 1.4 && at < 4.5, "BYE at %.2f s", at);
+            byes++;
+        } else if (m.hdr.type == MSG_TASK_DONE) {
+            dones++;
+        }
+        proto_msg_close(&m);
+    }
+    ck_assert_int_eq(byes, 2);
+    ck_assert_int_eq(dones, 0);
+    st = s_wait_exit(sup, 8);
+    ck_assert_msg(st != -1, "supervisor did not exit after its workers retired");
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    ck_assert_msg(kill((pid_t)a.pid, 0) == -1 && kill((pid_t)b.pid, 0) == -1,
+                  "a retired worker is still running");
+    proto_batch_destroy(&batch);
+    s_fake_close(&f);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("worker");
@@ -1180,6 +1420,8 @@ static Suite *s_suite(void)
     tcase_add_test(tc, e2e_bad_command_lines);
     tcase_add_test(tc, e2e_supervisor_restarts_and_stops);
     tcase_add_test(tc, e2e_supervisor_killed_children_follow);
+    tcase_add_test(tc, e2e_lifetime_hands_back_tasks);
+    tcase_add_test(tc, e2e_lifetime_grace_and_supervisor);
     suite_add_tcase(s, tc);
     return s;
 }
