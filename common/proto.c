@@ -78,6 +78,16 @@ const char *proto_type_name(int type)
     case MSG_TASK_DONE: return "TASK_DONE";
     case MSG_WCANCEL: return "WCANCEL";
     case MSG_LIBRARY: return "LIBRARY";
+    case MSG_SCATTER: return "SCATTER";
+    case MSG_REFETCH: return "REFETCH";
+    case MSG_FREE: return "FREE";
+    case MSG_STEAL: return "STEAL";
+    case MSG_STEAL_REPLY: return "STEAL_REPLY";
+    case MSG_PAUSE: return "PAUSE";
+    case MSG_GET: return "GET";
+    case MSG_DATA: return "DATA";
+    case MSG_PUT: return "PUT";
+    case MSG_PUT_ACK: return "PUT_ACK";
     default: return "UNKNOWN";
     }
 }

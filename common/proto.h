@@ -47,12 +47,23 @@ typedef enum msg_type {
     MSG_LIB_ACK = 15,     /* {"req","name","hash","ok","error"} */
     MSG_STATUS = 16,      /* {"req"} */
     MSG_STATUS_REPLY = 17,
+    MSG_SCATTER = 18,     /* batch of [id, nbytes, [worker ids]]: data already PUT */
+    MSG_REFETCH = 19,     /* [id...]: holders failed, send a fresh RESULT */
     /* scheduler <-> worker */
     MSG_COMPUTE = 20,     /* batch of tasks to run */
     MSG_TASK_DONE = 21,   /* batch of task outcomes */
     MSG_WCANCEL = 22,     /* array of task ids to abandon */
     MSG_LIBRARY = 23,     /* {"name","hash"} + data frame: load this library */
-    MSG_TYPE_MAX = 32,    /* dispatch tables have this many slots */
+    MSG_FREE = 24,        /* [id...]: drop these stored results */
+    MSG_STEAL = 25,       /* [id...]: give these queued tasks back */
+    MSG_STEAL_REPLY = 26, /* [[id, ok]...] */
+    MSG_PAUSE = 27,       /* worker -> sched: {"paused": bool} */
+    /* anyone <-> a worker's data endpoint (docs/DATAPLANE.md) */
+    MSG_GET = 30,         /* {"req", "ids": [id...]} (at most PROTO_MAX_DATA_FRAMES) */
+    MSG_DATA = 31,        /* {"req", "items": [[id, found, nbytes]...]} + frames */
+    MSG_PUT = 32,         /* {"req", "ids": [id...]} + one frame per id */
+    MSG_PUT_ACK = 33,     /* {"req", "ok", "error"} */
+    MSG_TYPE_MAX = 48,    /* dispatch tables have this many slots */
 } msg_type_t;
 
 /* Error codes carried in MSG_ERROR. */
@@ -65,8 +76,14 @@ enum {
     PERR_BAD_REQUEST = 6,     /* well-formed but invalid (unknown id...) */
 };
 
-/* Task outcome status on the wire (MSG_RESULT / MSG_TASK_DONE). */
-enum { TASK_OK = 0, TASK_ERR = 1, TASK_CANCELLED = 2 };
+/* Task outcome status on the wire (MSG_RESULT / MSG_TASK_DONE).
+ * TASK_MISSING (TASK_DONE only): dependencies could not be fetched from any
+ * holder; the payload lists their ids. */
+enum { TASK_OK = 0, TASK_ERR = 1, TASK_CANCELLED = 2, TASK_MISSING = 3 };
+
+/* Results up to this many packed bytes ride along in TASK_DONE and live on the
+ * scheduler; larger ones stay in the worker's store (docs/DATAPLANE.md). */
+#define PROTO_INLINE_MAX (64u * 1024u)
 
 typedef struct proto_hdr {
     uint8_t version;
