@@ -1068,7 +1068,7 @@ static void h_task_done(server_t *srv, peer_t *p, proto_msg_t *m)
         int64_t status;
         const void *payload = "";
         size_t plen = 0;
-        if (mp_array(&items[i], &it, &k) < 0 || k != 4 || mp_u64(&it[0], &id) < 0 ||
+        if (mp_array(&items[i], &it, &k) < 0 || (k != 4 && k != 5) || mp_u64(&it[0], &id) < 0 ||
             mp_i64(&it[1], &status) < 0 || status < TASK_OK || status > TASK_CANCELLED ||
             mp_u64(&it[3], &dur) < 0) {
             bad++;

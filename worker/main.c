@@ -6,10 +6,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shoal.h"
@@ -30,6 +32,10 @@
 #define MIN_LIFETIME 0.1
 #define MIN_MESSAGE_SIZE 4096ULL
 #define MAX_MESSAGE_SIZE (1ULL << 40)
+/* --memory-limit below this is refused (a worker needs a few MB itself). */
+#define MIN_MEMORY_LIMIT (1ULL << 20)
+#define MAX_TRANSFER_LIMIT 1024
+#define MAX_TRANSFER_TIMEOUT (24.0 * 3600)
 
 static void s_usage(FILE *f)
 {
@@ -60,13 +66,36 @@ static void s_usage(FILE *f)
         "                           the lifetime, so that workers do not all leave at\n"
         "                           once (each of --nworkers draws its own)\n"
         "  --max-message-size SIZE  largest message accepted (default 1GiB)\n"
+        "\n"
+        "data plane:\n"
+        "  --contact-address HOST   address to bind and advertise for the data\n"
+        "                           endpoint (default: 127.0.0.1 for a loopback\n"
+        "                           scheduler, else the first non-loopback IPv4)\n"
+        "  --data-port PORT         data endpoint port (default 0: any free port;\n"
+        "                           with --nworkers M, worker i gets PORT+i)\n"
+        "  --resources SPEC         resources for tasks that require them,\n"
+        "                           e.g. \"GPU=2,MEM=10e9\" (at most 64)\n"
+        "  --memory-limit LIMIT     SIZE (4GB, 512MiB), FRACTION of the memory (0.5),\n"
+        "                           auto (default: memory / worker processes on this\n"
+        "                           host) or 0 (no limit).  Over 60%% of it in stored\n"
+        "                           results: spill to disk; process over 80%%: pause\n"
+        "                           (no new tasks) until below 70%%\n"
+        "  --local-directory DIR    where spilled results go (default: the runtime\n"
+        "                           directory, $SHOAL_RUNTIME_DIR or /tmp/shoal-UID)\n"
+        "  --transfer-limit N       results fetched from peers at a time (1..%d,\n"
+        "                           default %d)\n"
+        "  --transfer-timeout DURATION\n"
+        "                           give up on a peer that has not answered a request\n"
+        "                           for this long, plus 1 s per 16 MiB (default 30s)\n"
+        "\n"
         "  --log-level LEVEL        error, warn, info or debug (default: $SHOAL_LOG_LEVEL\n"
         "                           or info)\n"
         "  --help, --version\n"
         "\n"
         "exit status: 0 stopped (scheduler said BYE, or SIGINT/SIGTERM), 1 error,\n"
         "2 bad configuration, 3 scheduler lost (death timeout).\n",
-        SHOAL_DEFAULT_PORT, MAX_THREADS, MAX_WORKERS, MAX_LIBRARIES);
+        SHOAL_DEFAULT_PORT, MAX_THREADS, MAX_WORKERS, MAX_LIBRARIES, MAX_TRANSFER_LIMIT,
+        WORKER_TRANSFER_LIMIT);
 }
 
 static int s_bad(const char *fmt, const char *arg)
@@ -107,8 +136,96 @@ static int s_valid_name(const char *s)
 enum {
     OPT_SFILE = 256, OPT_NTHREADS, OPT_NWORKERS, OPT_NAME, OPT_LIBRARY,
     OPT_DEATH, OPT_MAXMSG, OPT_LOGLEVEL, OPT_HELP, OPT_VERSION, OPT_CHILD,
-    OPT_LIFETIME, OPT_STAGGER,
+    OPT_LIFETIME, OPT_STAGGER, OPT_CONTACT, OPT_DATAPORT, OPT_RESOURCES, OPT_MEMLIMIT,
+    OPT_LOCALDIR, OPT_XFERLIMIT, OPT_XFERTIMEOUT,
 };
+
+/* Memory this process may use: physical memory, or less if a cgroup says
+ * so (containers, batch jobs).  0 if unknown. */
+static uint64_t s_total_memory(void)
+{
+    static const char *const limits[] = {
+        "/sys/fs/cgroup/memory.max",                     /* cgroup v2 */
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",   /* cgroup v1 */
+    };
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    uint64_t total = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 0;
+    size_t i;
+
+    for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        char buf[64], *end;
+        unsigned long long v;
+        size_t n;
+        FILE *f = fopen(limits[i], "r");
+        if (!f)
+            continue;
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        errno = 0;
+        v = strtoull(buf, &end, 10);
+        /* "max" (v2) or a huge number (v1) mean no limit. */
+        if (end != buf && !errno && v > 0 && (total == 0 || v < total))
+            total = v;
+    }
+    return total;
+}
+
+/* --memory-limit: SIZE, a FRACTION (0 < f <= 1) of the memory, "auto"
+ * (memory / nworkers) or 0.  0 or -1. */
+static int s_parse_memory_limit(const char *s, long nworkers, uint64_t *out)
+{
+    uint64_t total = s_total_memory();
+    char *end;
+    double f;
+
+    if (!strcmp(s, "auto")) {
+        *out = total / (uint64_t)(nworkers > 0 ? nworkers : 1);
+        return 0;
+    }
+    errno = 0;
+    f = strtod(s, &end);
+    if (end != s && !*end && !errno && isfinite(f) && f >= 0 && f <= 1) {
+        if (f == 0) {
+            *out = 0;
+            return 0;
+        }
+        if (total == 0)
+            return -1;
+        *out = (uint64_t)(f * (double)total);
+        return *out >= MIN_MEMORY_LIMIT ? 0 : -1;
+    }
+    if (util_parse_size(s, out) < 0 || *out < MIN_MEMORY_LIMIT)
+        return -1;
+    return 0;
+}
+
+/* A host name or an IP address (IPv6 without brackets). */
+static int s_valid_host(const char *s)
+{
+    size_t n = strlen(s), i;
+
+    if (n == 0 || n > 253)
+        return 0;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == ':' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The i of a supervised child named NAME-i, or 0. */
+static long s_child_index(const char *name)
+{
+    const char *dash = strrchr(name, '-');
+    long i = 0;
+
+    if (dash && util_parse_long(dash + 1, 0, 100000, &i) == 0)
+        return i;
+    return 0;
+}
 
 /* A uniform random number in [-1, 1]: each worker process draws its own,
  * so the workers of one job or one command line retire at different times. */
@@ -132,6 +249,13 @@ static const struct option s_opts[] = {
     {"lifetime", required_argument, NULL, OPT_LIFETIME},
     {"lifetime-stagger", required_argument, NULL, OPT_STAGGER},
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
+    {"contact-address", required_argument, NULL, OPT_CONTACT},
+    {"data-port", required_argument, NULL, OPT_DATAPORT},
+    {"resources", required_argument, NULL, OPT_RESOURCES},
+    {"memory-limit", required_argument, NULL, OPT_MEMLIMIT},
+    {"local-directory", required_argument, NULL, OPT_LOCALDIR},
+    {"transfer-limit", required_argument, NULL, OPT_XFERLIMIT},
+    {"transfer-timeout", required_argument, NULL, OPT_XFERTIMEOUT},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     /* Internal: set by the supervisor for its children (supervisor.h). */
@@ -143,9 +267,14 @@ int main(int argc, char **argv)
 {
     const char *addr_arg = NULL, *sfile = NULL, *name_arg = NULL, *child_name = NULL;
     const char *libs[MAX_LIBRARIES];
-    size_t nlibs = 0, i;
-    long nthreads = 0, nworkers = 1;
+    const char *contact = NULL, *memlimit_arg = "auto", *localdir = NULL;
+    static worker_resource_t resources[WORKER_MAX_RESOURCES];
+    size_t nlibs = 0, nresources = 0, i;
+    long nthreads = 0, nworkers = 1, data_port = 0, xfer_limit = WORKER_TRANSFER_LIMIT;
     double death_timeout = 60.0, lifetime = 0.0, stagger = 0.0;
+    double xfer_timeout = WORKER_TRANSFER_TIMEOUT;
+    uint64_t memory_limit = 0;
+    char contact_buf[256];
     uint64_t max_msg = (uint64_t)PROTO_DEFAULT_MAX_FRAME;
     char address[SHOAL_ADDR_MAX], err[512], name[WORKER_NAME_MAX];
     tasklib_t *lib = NULL;
@@ -201,6 +330,49 @@ int main(int argc, char **argv)
                 return s_bad("--max-message-size: '%s' is not a size from 4KiB to 1TiB",
                              optarg);
             break;
+        case OPT_CONTACT: {
+            size_t n = strlen(optarg);
+            /* [v6] is accepted and unwrapped: ZeroMQ endpoints add them. */
+            if (n >= 2 && optarg[0] == '[' && optarg[n - 1] == ']' && n - 2 < sizeof(contact_buf)) {
+                memcpy(contact_buf, optarg + 1, n - 2);
+                contact_buf[n - 2] = '\0';
+            } else if (util_fmt(contact_buf, sizeof(contact_buf), "%s", optarg) < 0) {
+                contact_buf[0] = '\0';
+            }
+            if (!s_valid_host(contact_buf))
+                return s_bad("--contact-address: '%s' is not a host name or IP address",
+                             optarg);
+            contact = contact_buf;
+            break;
+        }
+        case OPT_DATAPORT:
+            if (util_parse_long(optarg, 0, 65535, &data_port) < 0)
+                return s_bad("--data-port: '%s' is not a port number (0 to 65535)", optarg);
+            break;
+        case OPT_RESOURCES:
+            if (worker_parse_resources(optarg, resources, &nresources, err, sizeof(err)) < 0) {
+                fprintf(stderr, "shoal-worker: --resources '%s': %s\n", optarg, err);
+                return WORKER_EXIT_CONFIG;
+            }
+            break;
+        case OPT_MEMLIMIT:
+            memlimit_arg = optarg;
+            break;
+        case OPT_LOCALDIR:
+            if (strlen(optarg) == 0 || strlen(optarg) > 3000)
+                return s_bad("--local-directory: '%s' is not a usable path", optarg);
+            localdir = optarg;
+            break;
+        case OPT_XFERLIMIT:
+            if (util_parse_long(optarg, 1, MAX_TRANSFER_LIMIT, &xfer_limit) < 0)
+                return s_bad("--transfer-limit: '%s' is not a number from 1 to 1024", optarg);
+            break;
+        case OPT_XFERTIMEOUT:
+            if (util_parse_duration(optarg, &xfer_timeout) < 0 || xfer_timeout <= 0 ||
+                xfer_timeout > MAX_TRANSFER_TIMEOUT)
+                return s_bad("--transfer-timeout: '%s' is not a duration greater than zero "
+                             "and at most a day", optarg);
+            break;
         case OPT_LOGLEVEL: {
             int lvl = s_parse_level(optarg);
             if (lvl < 0)
@@ -238,6 +410,17 @@ int main(int argc, char **argv)
         return s_bad("--lifetime-stagger needs --lifetime%s", "");
     if (stagger >= lifetime && lifetime > 0)
         return s_bad("--lifetime-stagger must be shorter than --lifetime%s", "");
+    /* "auto" divides the memory among the worker processes of this host:
+     * --nworkers is still the supervisor's M here, also in its children. */
+    if (s_parse_memory_limit(memlimit_arg, nworkers, &memory_limit) < 0)
+        return s_bad("--memory-limit: '%s' is not a size of at least 1MiB (4GB, 512MiB), "
+                     "a fraction of the memory (0.5), auto or 0", memlimit_arg);
+    if (localdir) {
+        struct stat sb;
+        if (util_mkdir_p(localdir) < 0 || stat(localdir, &sb) < 0 || !S_ISDIR(sb.st_mode) ||
+            access(localdir, W_OK | X_OK) < 0)
+            return s_bad("--local-directory: '%s' is not a writable directory", localdir);
+    }
 
     if (addr_arg) {
         if (util_normalize_address(addr_arg, address, sizeof(address), err,
@@ -263,6 +446,15 @@ int main(int argc, char **argv)
     if (child_name) {
         util_fmt(name, sizeof(name), "%s", child_name);
         nworkers = 1;
+        /* Children of one supervisor cannot share a fixed port. */
+        if (data_port > 0) {
+            data_port += s_child_index(child_name);
+            if (data_port > 65535) {
+                log_err("--data-port: port %ld for worker %s is out of range", data_port,
+                        child_name);
+                return WORKER_EXIT_CONFIG;
+            }
+        }
     } else if (name_arg) {
         util_fmt(name, sizeof(name), "%s", name_arg);
     } else {
@@ -299,6 +491,14 @@ int main(int argc, char **argv)
     wc.death_timeout = death_timeout;
     wc.max_frame = (int64_t)max_msg;
     wc.lib = lib;
+    wc.contact_host = contact;
+    wc.data_port = (int)data_port;
+    wc.resources = resources;
+    wc.nresources = nresources;
+    wc.memory_limit = memory_limit;
+    wc.local_directory = localdir;
+    wc.transfer_limit = (int)xfer_limit;
+    wc.transfer_timeout = xfer_timeout;
     if (lifetime > 0) {
         wc.lifetime = lifetime + stagger * s_random_unit();
         if (wc.lifetime < MIN_LIFETIME)

@@ -2,34 +2,58 @@
  * worker.c - one worker process (see worker.h).
  *
  * Threads: the calling thread runs a libev loop that owns the ZeroMQ DEALER
- * socket, the id -> job map and the outgoing TASK_DONE batch; nothing else
- * touches them.  Executor threads (pool.c) only see the jobs handed to them.
+ * socket to the scheduler, the id -> job map, the outgoing TASK_DONE batch,
+ * the result store, the data endpoint and the sockets to peers' data
+ * endpoints; nothing else touches them.  Executor threads (pool.c) only see
+ * the jobs handed to them, and the stored buffers those jobs hold a
+ * reference on.
  *
  * Path of a task: COMPUTE item -> validated, function resolved, arguments and
- * dependency results copied into one allocation with the job -> pool job queue
- * -> an executor runs it with exec_task -> pool done queue -> ev_async wakes
- * the loop, which appends [id, status, payload, duration_us] to the TASK_DONE
- * batch -> the batch is sent before the loop sleeps (ev_prepare) or once it
- * passes 1 MiB.  Per task that is one malloc for the job, one for the result
- * (made by exec_task), a hash-map insert and delete, and one lock round on each
- * side of the pool; no system call of its own.
+ * inline dependency results copied into one allocation with the job; inputs
+ * held in the local store are pinned (a reference on the buffer) -> if every
+ * input is here: pool job queue; else the missing ones are fetched from their
+ * holders (fetch.c) and the job waits -> an executor runs it with exec_task
+ * -> pool done queue -> ev_async wakes the loop, which keeps a large result
+ * in the store and appends [id, status, payload, duration_us, nbytes] to the
+ * TASK_DONE batch -> the batch is sent before the loop sleeps (ev_prepare) or
+ * once it passes 1 MiB.  A task whose inputs are all inline (the common case
+ * of small results) costs what it did before the data plane: one malloc for
+ * the job, one for the result (made by exec_task), a hash-map insert and
+ * delete, and one lock round on each side of the pool; no system call of its
+ * own.
+ *
+ * Stored results (docs/DATAPLANE.md): results over PROTO_INLINE_MAX packed
+ * bytes are kept here and only their size goes to the scheduler; data PUT by
+ * clients is kept too; both stay until the scheduler's FREE.  Inputs fetched
+ * from peers are kept only while a task here needs them (the scheduler does
+ * not know this worker has a copy, so nothing would ever FREE it).
  */
 #define _GNU_SOURCE
 #include "worker.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <malloc.h>
+#include <math.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "dataserv.h"
 #include "exec.h"
+#include "fetch.h"
 #include "log.h"
 #include "mp.h"
 #include "pool.h"
 #include "proto.h"
+#include "store.h"
 #include "u64map.h"
 #include "util.h"
 #include "zwatch.h"
@@ -46,6 +70,12 @@
 #define HELLO_AGAIN_AFTER 0.5
 /* Bound on the function name quoted back in an error. */
 #define FNAME_SHOW 200
+/* Bound on the holders listed for one dependency in COMPUTE. */
+#define MAX_HOLDERS_LISTED 1024
+/* Allocations from this size up get their own mapping (see worker_run). */
+#define WORKER_MMAP_THRESHOLD (1 << 20)
+/* Free heap kept at the top before it is given back. */
+#define WORKER_TRIM_THRESHOLD (8 << 20)
 
 typedef enum {
     STOP_NONE = 0,
@@ -57,6 +87,24 @@ typedef enum {
     STOP_RETIRED,     /* lifetime over: tell the scheduler BYE */
 } stop_reason_t;
 
+/*
+ * A job as the worker sees it: the pool's job plus what the data plane
+ * needs.  One allocation holds, in order: this struct, the exec_dep_t array,
+ * the pins array (only if some input comes from the store), the arguments
+ * and the inline dependency results.
+ */
+typedef struct wjob {
+    pool_job_t pj;               /* first: a pool_job_t * is a wjob_t * */
+    /* Per dependency: the stored buffer this job holds a reference on, NULL
+     * for inline ones and those not here yet.  NULL when every input was
+     * inline (the fast path). */
+    store_buf_t **pins;
+    uint32_t nwait;              /* inputs being fetched */
+    uint32_t nlost;              /* inputs no holder could give */
+    int waiting;                 /* on the waiting list, not in the pool */
+    struct wjob *wprev, *wnext;  /* the waiting list */
+} wjob_t;
+
 typedef struct worker {
     const worker_config_t *cfg;
     struct ev_loop *loop;
@@ -64,11 +112,15 @@ typedef struct worker {
     void *sock;
     zwatch_t *zw;
     pool_t *pool;
-    u64map_t *jobs;              /* id -> pool_job_t, queued or running */
+    u64map_t *jobs;              /* id -> wjob_t: waiting, queued or running */
+    wjob_t *whead, *wtail;       /* jobs waiting for inputs */
+    store_t *store;
+    dataserv_t *data;
+    fetch_t *fetch;
     proto_batch_t done;          /* TASK_DONE items not sent yet */
     ev_async wake;               /* executors -> loop: done queue non-empty */
     ev_prepare flush;            /* send the batch before the loop sleeps */
-    ev_timer tick;               /* heartbeat + death timeout */
+    ev_timer tick;               /* heartbeat + death timeout + memory */
     ev_signal sigint, sigterm;
     ev_timer lifetime;           /* retirement, then its grace period */
     double last_heard;           /* ev_now of the last message received */
@@ -77,14 +129,22 @@ typedef struct worker {
     int retiring;                /* lifetime over: no new work is started */
     double grace;                /* seconds running tasks get once retiring */
     stop_reason_t stop;
-    uint64_t ndone, nfailed;
+    uint64_t ndone, nfailed, nmissing;
+    /* Memory (only with a limit). */
+    int statm_fd;                /* /proc/self/statm, kept open */
+    long page_size;
+    int mem_dirty;               /* something was stored: check before sleeping */
+    int paused;                  /* PAUSE {"paused": true} was sent */
+    char spill_dir[PATH_MAX];
 } worker_t;
 
 typedef void (*s_handler_fn)(worker_t *w, proto_msg_t *m);
 
 /* ---- executor side ------------------------------------------------------ */
 
-/* Runs on an executor thread: the only worker code that does. */
+/* Runs on an executor thread: the only worker code that does.  The job's
+ * inputs (inline copies, or stored buffers it holds a reference on) stay
+ * valid until the loop thread takes the job back. */
 static void s_run_job(pool_job_t *job, void *arg)
 {
     const worker_t *w = arg;
@@ -127,12 +187,20 @@ static void s_flush(worker_t *w)
         log_err("sending TASK_DONE failed: %s", zmq_strerror(errno));
 }
 
+static void s_done_added(worker_t *w)
+{
+    if (proto_batch_bytes(&w->done) > DONE_FLUSH_BYTES)
+        s_flush(w);
+}
+
+/* [id, status, payload, duration_us, nbytes]: an inline result (bin), or an
+ * error text (str). */
 static void s_add_done(worker_t *w, uint64_t id, int status, const void *payload,
                        size_t len, uint64_t duration_us)
 {
     msgpack_packer *pk = proto_batch_add(&w->done);
 
-    msgpack_pack_array(pk, 4);
+    msgpack_pack_array(pk, 5);
     msgpack_pack_uint64(pk, id);
     msgpack_pack_int(pk, status);
     if (status == TASK_OK)
@@ -140,12 +208,46 @@ static void s_add_done(worker_t *w, uint64_t id, int status, const void *payload
     else
         mp_pack_strn(pk, payload, len);
     msgpack_pack_uint64(pk, duration_us);
+    msgpack_pack_uint64(pk, status == TASK_OK ? (uint64_t)len : 0);
     if (status == TASK_OK)
         w->ndone++;
     else
         w->nfailed++;
-    if (proto_batch_bytes(&w->done) > DONE_FLUSH_BYTES)
-        s_flush(w);
+    s_done_added(w);
+}
+
+/* [id, 0, nil, duration_us, nbytes]: the result is in our store. */
+static void s_add_kept(worker_t *w, uint64_t id, uint64_t nbytes, uint64_t duration_us)
+{
+    msgpack_packer *pk = proto_batch_add(&w->done);
+
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_uint64(pk, id);
+    msgpack_pack_int(pk, TASK_OK);
+    msgpack_pack_nil(pk);
+    msgpack_pack_uint64(pk, duration_us);
+    msgpack_pack_uint64(pk, nbytes);
+    w->ndone++;
+    s_done_added(w);
+}
+
+/* [id, 3, [dep ids], 0, 0]: inputs that no holder could give. */
+static void s_add_missing(worker_t *w, const wjob_t *j)
+{
+    msgpack_packer *pk = proto_batch_add(&w->done);
+    size_t i;
+
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_uint64(pk, j->pj.id);
+    msgpack_pack_int(pk, TASK_MISSING);
+    msgpack_pack_array(pk, j->nlost);
+    for (i = 0; i < j->pj.ndeps; i++)
+        if (!j->pj.deps[i].data)
+            msgpack_pack_uint64(pk, j->pj.deps[i].id);
+    msgpack_pack_uint64(pk, 0);
+    msgpack_pack_uint64(pk, 0);
+    w->nmissing++;
+    s_done_added(w);
 }
 
 static void s_add_error(worker_t *w, uint64_t id, const char *fmt, ...)
@@ -178,7 +280,7 @@ static int s_send_simple(worker_t *w, int type)
     return 0;
 }
 
-static int s_send_hello(worker_t *w)
+static int s_send_pause(worker_t *w)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -186,7 +288,29 @@ static int s_send_hello(worker_t *w)
 
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 6);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "paused");
+    if (w->paused)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    rc = proto_send(w->sock, NULL, 0, MSG_PAUSE, sb.data, sb.size, NULL, 0);
+    if (rc < 0)
+        log_err("sending PAUSE failed: %s", zmq_strerror(errno));
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+static int s_send_hello(worker_t *w)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    size_t i;
+    int rc;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 9);
     mp_pack_cstr(&pk, "role");
     mp_pack_cstr(&pk, "worker");
     mp_pack_cstr(&pk, "name");
@@ -199,11 +323,24 @@ static int s_send_hello(worker_t *w)
     msgpack_pack_int(&pk, w->cfg->nthreads);
     mp_pack_cstr(&pk, "proto");
     msgpack_pack_int(&pk, PROTO_VERSION);
+    mp_pack_cstr(&pk, "data");
+    mp_pack_cstr(&pk, dataserv_address(w->data));
+    mp_pack_cstr(&pk, "resources");
+    msgpack_pack_map(&pk, (uint32_t)w->cfg->nresources);
+    for (i = 0; i < w->cfg->nresources; i++) {
+        mp_pack_cstr(&pk, w->cfg->resources[i].name);
+        msgpack_pack_double(&pk, w->cfg->resources[i].amount);
+    }
+    mp_pack_cstr(&pk, "memory_limit");
+    msgpack_pack_uint64(&pk, w->cfg->memory_limit);
     rc = proto_send(w->sock, NULL, 0, MSG_HELLO, sb.data, sb.size, NULL, 0);
     w->last_hello = ev_now(w->loop);
     if (rc < 0)
         log_err("sending HELLO failed: %s", zmq_strerror(errno));
     msgpack_sbuffer_destroy(&sb);
+    /* A scheduler that forgot us must also learn that we take no work. */
+    if (rc == 0 && w->paused)
+        s_send_pause(w);
     return rc;
 }
 
@@ -214,21 +351,249 @@ static void s_stop(worker_t *w, stop_reason_t why)
     ev_break(w->loop, EVBREAK_ALL);
 }
 
+/* ---- memory ------------------------------------------------------------- */
+
+/* Resident set size in bytes, or 0 if unknown. */
+static uint64_t s_rss(worker_t *w)
+{
+    char buf[128], *end;
+    unsigned long long res;
+    ssize_t n;
+
+    if (w->statm_fd < 0)
+        return 0;
+    n = pread(w->statm_fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* "size resident shared text lib data dt", in pages: skip the size. */
+    strtoull(buf, &end, 10);
+    if (end == buf)
+        return 0;
+    res = strtoull(end, NULL, 10);
+    return (uint64_t)res * (uint64_t)w->page_size;
+}
+
+/* Spill what is over the target, then PAUSE/resume on the process's RSS. */
+static void s_check_memory(worker_t *w)
+{
+    uint64_t limit = w->cfg->memory_limit, rss;
+
+    if (limit == 0)
+        return;
+    store_maintain(w->store);
+    rss = s_rss(w);
+    if (rss == 0)
+        return;
+    if (!w->paused && (double)rss > WORKER_PAUSE_FRACTION * (double)limit) {
+        store_stats_t st;
+        store_stats(w->store, &st);
+        w->paused = 1;
+        log_warn("worker %s: memory %.0f MB is over %.0f%% of the limit (%.0f MB; %.0f MB "
+                 "of results in memory): pausing", w->cfg->name, rss / 1e6,
+                 WORKER_PAUSE_FRACTION * 100, limit / 1e6, st.mem_bytes / 1e6);
+        dataserv_set_paused(w->data, 1);
+        s_send_pause(w);
+    } else if (w->paused && (double)rss < WORKER_RESUME_FRACTION * (double)limit) {
+        w->paused = 0;
+        log_info("worker %s: memory %.0f MB is below %.0f%% of the limit again: resuming",
+                 w->cfg->name, rss / 1e6, WORKER_RESUME_FRACTION * 100);
+        dataserv_set_paused(w->data, 0);
+        s_send_pause(w);
+    }
+}
+
+/* ---- jobs --------------------------------------------------------------- */
+
+static void s_waiting_add(worker_t *w, wjob_t *j)
+{
+    j->waiting = 1;
+    j->wnext = NULL;
+    j->wprev = w->wtail;
+    if (w->wtail)
+        w->wtail->wnext = j;
+    else
+        w->whead = j;
+    w->wtail = j;
+}
+
+static void s_waiting_remove(worker_t *w, wjob_t *j)
+{
+    if (!j->waiting)
+        return;
+    if (j->wprev)
+        j->wprev->wnext = j->wnext;
+    else
+        w->whead = j->wnext;
+    if (j->wnext)
+        j->wnext->wprev = j->wprev;
+    else
+        w->wtail = j->wprev;
+    j->wprev = j->wnext = NULL;
+    j->waiting = 0;
+}
+
+/* Give back the stored inputs a job holds. */
+static void s_unpin(worker_t *w, wjob_t *j)
+{
+    size_t i;
+
+    if (!j->pins)
+        return;
+    for (i = 0; i < j->pj.ndeps; i++) {
+        if (!j->pins[i])
+            continue;
+        store_unuse(w->store, j->pj.deps[i].id, j->pins[i]);
+        store_buf_unref(j->pins[i]);
+        j->pins[i] = NULL;
+    }
+}
+
+/* Free a job that is in no queue of the pool: not waiting any more for its
+ * inputs, its pins given back, out of the map if it is still there as itself. */
+static void s_job_free(worker_t *w, wjob_t *j)
+{
+    size_t i;
+
+    if (j->waiting) {
+        for (i = 0; i < j->pj.ndeps; i++)
+            if (!j->pj.deps[i].data)
+                fetch_unwant(w->fetch, j->pj.deps[i].id, j);
+        s_waiting_remove(w, j);
+    }
+    s_unpin(w, j);
+    if (u64map_get(w->jobs, j->pj.id) == j)
+        u64map_del(w->jobs, j->pj.id);
+    free(j->pj.out);
+    free(j);
+}
+
+static void s_free_list(worker_t *w, pool_job_t *j)
+{
+    pool_job_t *next;
+
+    for (; j; j = next) {
+        next = j->next;
+        s_job_free(w, (wjob_t *)j);
+    }
+}
+
+/* Queue jobs (linked through pj.next) to the pool. */
+static void s_submit(worker_t *w, wjob_t *head)
+{
+    if (head && pool_submit(w->pool, &head->pj) < 0) {
+        /* Only after shutdown began, which stops the loop first. */
+        s_free_list(w, &head->pj);
+    }
+}
+
+/* All of a waiting job's fetches have ended: run it, or report what could
+ * not be had.  Returns the job if it is ready to be submitted. */
+static wjob_t *s_inputs_settled(worker_t *w, wjob_t *j)
+{
+    s_waiting_remove(w, j);
+    if (j->nlost == 0)
+        return j;
+    log_info("task %llu: %u inputs could not be fetched from any holder",
+             (unsigned long long)j->pj.id, j->nlost);
+    s_add_missing(w, j);
+    s_job_free(w, j);
+    return NULL;
+}
+
+/* fetch.c's callback: one input arrived (buf) or is lost (NULL). */
+static void s_on_fetched(void *arg, uint64_t id, store_buf_t *buf,
+                         const fetch_waiter_t *ws, size_t n)
+{
+    worker_t *w = arg;
+    wjob_t *head = NULL, *tail = NULL;
+    int stored = 0;
+    size_t i;
+
+    if (buf) {
+        /* The store takes our reference; each waiting job takes its own.  If
+         * the id arrived here meanwhile (computed, PUT), that entry stays:
+         * a fetched copy would be dropped after use, and with it what the
+         * scheduler believes this worker holds. */
+        if (store_has(w->store, id)) {
+            log_debug("result %llu arrived here while it was fetched: copy used uncached",
+                      (unsigned long long)id);
+        } else if (store_put(w->store, id, buf, STORE_FETCHED) == 0) {
+            stored = 1;
+            w->mem_dirty = 1;
+        } else {
+            log_warn("out of memory storing fetched result %llu: used uncached",
+                     (unsigned long long)id);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        wjob_t *j = ws[i].task;
+        uint32_t k = ws[i].index;
+
+        if (buf) {
+            j->pins[k] = store_buf_ref(buf);
+            j->pj.deps[k].data = buf->data;
+            j->pj.deps[k].len = buf->len;
+            if (stored)
+                store_use(w->store, id, buf);
+        } else {
+            j->nlost++;
+        }
+        if (--j->nwait == 0 && (j = s_inputs_settled(w, j))) {
+            j->pj.next = NULL;
+            if (tail)
+                tail->pj.next = &j->pj;
+            else
+                head = j;
+            tail = j;
+        }
+    }
+    if (buf && !stored)
+        store_buf_unref(buf);
+    s_submit(w, head);
+}
+
 /* ---- finished jobs ------------------------------------------------------ */
+
+/* Keep a large result in the store; report its size. */
+static void s_keep_result(worker_t *w, pool_job_t *j)
+{
+    store_buf_t *b = store_buf_from_malloc(j->out, j->out_len);
+
+    if (!b || store_put(w->store, j->id, b, STORE_COMPUTED) < 0) {
+        if (b) {
+            b->data = NULL;       /* still owned by the job */
+            store_buf_unref(b);
+        }
+        s_add_error(w, j->id, "worker %s: out of memory keeping the result (%zu bytes)",
+                    w->cfg->name, j->out_len);
+        return;
+    }
+    j->out = NULL;                /* the store owns it now */
+    s_add_kept(w, j->id, j->out_len, j->duration_us);
+    w->mem_dirty = 1;
+}
 
 static void s_drain_done(worker_t *w)
 {
     pool_job_t *j = pool_take_done(w->pool), *next;
 
     for (; j; j = next) {
+        wjob_t *wj = (wjob_t *)j;
         next = j->next;
         /* A cancelled job was already dropped from the map, and the same id
          * may have been submitted again since: put such an entry back. */
         pool_job_t *x = u64map_del(w->jobs, j->id);
         if (x && x != j)
             u64map_put(w->jobs, j->id, x);
-        if (!__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE))
-            s_add_done(w, j->id, j->status, j->out, j->out_len, j->duration_us);
+        if (wj->pins)
+            s_unpin(w, wj);
+        if (!__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE)) {
+            if (j->status == TASK_OK && j->out_len > PROTO_INLINE_MAX)
+                s_keep_result(w, j);
+            else
+                s_add_done(w, j->id, j->status, j->out, j->out_len, j->duration_us);
+        }
         free(j->out);
         free(j);
     }
@@ -246,9 +611,18 @@ static void s_on_wake(struct ev_loop *loop, ev_async *a, int revents)
 
 static void s_on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
 {
+    worker_t *w = p->data;
+
     (void)loop;
     (void)revents;
-    s_flush(p->data);
+    /* Requests for inputs first: a COMPUTE batch's wants go out together,
+     * several ids per GET. */
+    fetch_pump(w->fetch);
+    if (w->mem_dirty) {
+        w->mem_dirty = 0;
+        s_check_memory(w);
+    }
+    s_flush(w);
 }
 
 /* ---- message handlers --------------------------------------------------- */
@@ -257,7 +631,8 @@ static void s_on_welcome(worker_t *w, proto_msg_t *m)
 {
     (void)m;
     w->welcomed = 1;
-    log_info("worker %s connected to %s", w->cfg->name, w->cfg->address);
+    log_info("worker %s connected to %s (data endpoint %s)", w->cfg->name, w->cfg->address,
+             dataserv_address(w->data));
 }
 
 static void s_on_error(worker_t *w, proto_msg_t *m)
@@ -311,18 +686,72 @@ static void s_on_bye(worker_t *w, proto_msg_t *m)
 }
 
 /*
- * Turn one COMPUTE item into a job (or an immediate TASK_DONE error).
- * Returns the job to queue, or NULL when the item was answered or dropped.
+ * One dependency of a COMPUTE item: [dep_id, bin] (the form before the data
+ * plane), or [dep_id, inline: bin|nil, nbytes, [holder addresses]].  Sets
+ * inline_p and inline_len for an inline one, else holders, nholders and
+ * nbytes.  0, or -1 if malformed.
  */
-static pool_job_t *s_compute_item(worker_t *w, const msgpack_object *item)
+static int s_parse_dep(const msgpack_object *dep, uint64_t *id, const void **inline_p,
+                       size_t *inline_len, const msgpack_object **holders, size_t *nholders,
+                       uint64_t *nbytes)
+{
+    const msgpack_object *d;
+    size_t dn, i;
+
+    *inline_p = NULL;
+    *holders = NULL;
+    *nholders = 0;
+    *nbytes = 0;
+    if (mp_array(dep, &d, &dn) < 0 || (dn != 2 && dn != 4) || mp_u64(&d[0], id) < 0 ||
+        *id == 0)
+        return -1;
+    if (mp_bin(&d[1], inline_p, inline_len) == 0) {
+        if (!*inline_p)
+            *inline_p = "";   /* an empty bin is still inline */
+        return 0;
+    }
+    if (dn != 4 || !mp_is_nil(&d[1]) || mp_u64(&d[2], nbytes) < 0 ||
+        mp_array(&d[3], holders, nholders) < 0 || *nholders > MAX_HOLDERS_LISTED)
+        return -1;
+    for (i = 0; i < *nholders; i++)
+        if ((*holders)[i].type != MSGPACK_OBJECT_STR)
+            return -1;
+    return 0;
+}
+
+/* Ask the fetcher for input k of j.  0, or -1 when no holder is usable. */
+static int s_want_input(worker_t *w, wjob_t *j, uint32_t k, uint64_t nbytes,
+                        const msgpack_object *holders, size_t nholders)
+{
+    char addrs[FETCH_MAX_HOLDERS][FETCH_ADDR_MAX];
+    const char *ptrs[FETCH_MAX_HOLDERS];
+    size_t i, n = 0;
+
+    for (i = 0; i < nholders && n < FETCH_MAX_HOLDERS; i++) {
+        if (mp_strcpy(&holders[i], addrs[n], sizeof(addrs[n])) < 0)
+            continue;   /* too long: not an address we can use */
+        ptrs[n] = addrs[n];
+        n++;
+    }
+    if (n == 0)
+        return -1;
+    return fetch_want(w->fetch, j->pj.deps[k].id, nbytes, ptrs, n, j, k);
+}
+
+/*
+ * Turn one COMPUTE item into a job (or an immediate TASK_DONE).  Returns the
+ * job if it can be queued now; NULL when the item was answered, dropped, or
+ * is waiting for inputs from peers.
+ */
+static wjob_t *s_compute_item(worker_t *w, const msgpack_object *item)
 {
     const msgpack_object *f, *deps = NULL;
-    size_t n, ndeps = 0, i, fl, alen, total;
+    size_t n, ndeps = 0, nstored = 0, i, fl, alen, total;
     const char *fname;
     const void *args;
     uint64_t id;
     shoal_task_fn fn;
-    pool_job_t *j;
+    wjob_t *j;
     exec_dep_t *dv;
     char *at;
 
@@ -361,21 +790,25 @@ static pool_job_t *s_compute_item(worker_t *w, const msgpack_object *item)
      * bounded by the received frame, itself bounded by ZMQ_MAXMSGSIZE. */
     total = sizeof(*j) + ndeps * sizeof(exec_dep_t) + alen;
     for (i = 0; i < ndeps; i++) {
-        const msgpack_object *d;
-        size_t dn, dl;
-        uint64_t did;
+        const msgpack_object *holders;
+        size_t dl = 0, nh;
+        uint64_t did, nb;
         const void *dp;
 
-        if (mp_array(&deps[i], &d, &dn) < 0 || dn < 2 || mp_u64(&d[0], &did) < 0 ||
-            mp_bin(&d[1], &dp, &dl) < 0) {
-            log_warn("COMPUTE: task %llu: dependency %zu is not [id, bin]",
+        if (s_parse_dep(&deps[i], &did, &dp, &dl, &holders, &nh, &nb) < 0) {
+            log_warn("COMPUTE: task %llu: dependency %zu is malformed",
                      (unsigned long long)id, i);
-            s_add_error(w, id, "malformed COMPUTE item: dependency %zu is not [id, result]",
-                        i);
+            s_add_error(w, id, "malformed COMPUTE item: dependency %zu is not [id, result] "
+                        "or [id, nil, nbytes, [holders]]", i);
             return NULL;
         }
-        total += dl;
+        if (dp)
+            total += dl;
+        else
+            nstored++;
     }
+    if (nstored)
+        total += ndeps * sizeof(store_buf_t *);
     fn = tasklib_find(w->cfg->lib, fname, fl);
     if (!fn) {
         int show = fl > FNAME_SHOW ? FNAME_SHOW : (int)fl;
@@ -384,8 +817,8 @@ static pool_job_t *s_compute_item(worker_t *w, const msgpack_object *item)
         return NULL;
     }
     if (u64map_get(w->jobs, id)) {
-        /* The scheduler already has this task running here; its outcome will
-         * be reported once. */
+        /* The scheduler already has this task here; its outcome will be
+         * reported once. */
         log_warn("COMPUTE: task %llu is already on this worker: duplicate ignored",
                  (unsigned long long)id);
         return NULL;
@@ -398,42 +831,86 @@ static pool_job_t *s_compute_item(worker_t *w, const msgpack_object *item)
         return NULL;
     }
     memset(j, 0, sizeof(*j));
-    j->id = id;
-    j->fn = fn;
+    j->pj.id = id;
+    j->pj.fn = fn;
     dv = (exec_dep_t *)(j + 1);
     at = (char *)(dv + ndeps);
+    if (nstored) {
+        j->pins = (store_buf_t **)at;
+        memset(j->pins, 0, ndeps * sizeof(store_buf_t *));
+        at += ndeps * sizeof(store_buf_t *);
+    }
     if (alen)
         memcpy(at, args, alen);
-    j->args = at;
-    j->args_len = alen;
+    j->pj.args = at;
+    j->pj.args_len = alen;
     at += alen;
     for (i = 0; i < ndeps; i++) {
-        const msgpack_object *d = deps[i].via.array.ptr;
+        const msgpack_object *holders;
+        size_t dl = 0, nh;
+        uint64_t nb;
         const void *dp;
-        size_t dl;
 
-        mp_u64(&d[0], &dv[i].id);
-        mp_bin(&d[1], &dp, &dl);
-        if (dl)
-            memcpy(at, dp, dl);
-        dv[i].data = at;
-        dv[i].len = dl;
-        at += dl;
+        s_parse_dep(&deps[i], &dv[i].id, &dp, &dl, &holders, &nh, &nb);
+        if (dp) {
+            if (dl)
+                memcpy(at, dp, dl);
+            dv[i].data = at;
+            dv[i].len = dl;
+            at += dl;
+        } else {
+            dv[i].data = NULL;   /* filled in once it is here */
+            dv[i].len = 0;
+        }
     }
-    j->deps = ndeps ? dv : NULL;
-    j->ndeps = ndeps;
+    j->pj.deps = ndeps ? dv : NULL;
+    j->pj.ndeps = ndeps;
     if (u64map_put(w->jobs, id, j) < 0) {
         free(j);
         s_add_error(w, id, "worker %s: out of memory", w->cfg->name);
         return NULL;
     }
-    return j;
+    if (!nstored)
+        return j;
+
+    /* Inputs that live in stores: ours, or a peer's. */
+    for (i = 0; i < ndeps; i++) {
+        const msgpack_object *holders;
+        size_t dl = 0, nh;
+        uint64_t did, nb;
+        const void *dp;
+        store_buf_t *b;
+
+        if (dv[i].data)
+            continue;
+        s_parse_dep(&deps[i], &did, &dp, &dl, &holders, &nh, &nb);
+        if ((b = store_get(w->store, did))) {
+            w->mem_dirty = 1;    /* it may have been read back from disk */
+            j->pins[i] = b;
+            dv[i].data = b->data;
+            dv[i].len = b->len;
+            store_use(w->store, did, b);
+            continue;
+        }
+        if (s_want_input(w, j, (uint32_t)i, nb, holders, nh) < 0) {
+            log_info("task %llu: input %llu is not here and has no usable holder",
+                     (unsigned long long)id, (unsigned long long)did);
+            j->nlost++;
+        } else {
+            j->nwait++;
+        }
+    }
+    if (j->nwait > 0) {
+        s_waiting_add(w, j);
+        return NULL;
+    }
+    return s_inputs_settled(w, j);
 }
 
 static void s_on_compute(worker_t *w, proto_msg_t *m)
 {
     const msgpack_object *items;
-    pool_job_t *head = NULL, *tail = NULL, *j;
+    wjob_t *head = NULL, *tail = NULL, *j;
     size_t n, i;
 
     if (mp_array(&m->body, &items, &n) < 0) {
@@ -450,21 +927,44 @@ static void s_on_compute(worker_t *w, proto_msg_t *m)
     for (i = 0; i < n; i++) {
         if (!(j = s_compute_item(w, &items[i])))
             continue;
-        j->next = NULL;
+        j->pj.next = NULL;
         if (tail)
-            tail->next = j;
+            tail->pj.next = &j->pj;
         else
             head = j;
         tail = j;
     }
-    if (head && pool_submit(w->pool, head) < 0) {
-        /* Only after shutdown began, which stops the loop first. */
-        for (j = head; j; j = head) {
-            head = j->next;
-            u64map_del(w->jobs, j->id);
-            free(j);
-        }
+    s_submit(w, head);
+}
+
+/*
+ * Take a job back from wherever it is, if it has not started.  Returns 1 if
+ * it was waiting for inputs or queued in the pool (it is then freed), 0 if it
+ * is running or finished (left alone: `cancel` decides whether its cancelled
+ * flag is set).
+ */
+static int s_take_back(worker_t *w, wjob_t *j, int cancel)
+{
+    if (j->waiting) {
+        s_job_free(w, j);
+        return 1;
     }
+    if (!cancel && __atomic_load_n(&j->pj.state, __ATOMIC_ACQUIRE) != POOL_JOB_QUEUED)
+        return 0;
+    u64map_del(w->jobs, j->pj.id);
+    if (pool_cancel(w->pool, &j->pj)) {
+        s_job_free(w, j);    /* was still queued: never runs */
+        return 1;
+    }
+    if (!cancel) {
+        /* It started between our look and pool_cancel, which then set its
+         * cancelled flag: a steal must not stop a running task.  Clearing
+         * the flag at once leaves a window of a few instructions in which
+         * the task could see it. */
+        __atomic_store_n(&j->pj.cancelled, 0, __ATOMIC_RELEASE);
+        u64map_put(w->jobs, j->pj.id, j);
+    }
+    return 0;
 }
 
 static void s_on_wcancel(worker_t *w, proto_msg_t *m)
@@ -478,22 +978,78 @@ static void s_on_wcancel(worker_t *w, proto_msg_t *m)
     }
     for (i = 0; i < n; i++) {
         uint64_t id;
-        pool_job_t *j;
+        wjob_t *j;
 
         if (mp_u64(&ids[i], &id) < 0 || id == 0) {
             log_warn("WCANCEL: item %zu is not a task id", i);
             continue;
         }
-        if (!(j = u64map_del(w->jobs, id)))
+        if (!(j = u64map_get(w->jobs, id)))
             continue;   /* finished already (or never here) */
-        if (pool_cancel(w->pool, j)) {
-            free(j);    /* was still queued: never runs */
-        } else {
+        if (!s_take_back(w, j, 1)) {
             /* Running (or finished, not yet drained): the flag tells the task
              * to stop, and s_drain_done drops its outcome. */
             log_debug("task %llu cancelled while running", (unsigned long long)id);
         }
     }
+}
+
+/* FREE [id...]: the scheduler no longer needs these results here. */
+static void s_on_free(worker_t *w, proto_msg_t *m)
+{
+    const msgpack_object *ids;
+    size_t n, i, freed = 0;
+
+    if (mp_array(&m->body, &ids, &n) < 0) {
+        log_warn("FREE body is not an array: ignored");
+        proto_send_error(w->sock, NULL, 0, PERR_BAD_MESSAGE, "FREE needs [id...]");
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        uint64_t id;
+        if (mp_u64(&ids[i], &id) < 0 || id == 0) {
+            log_warn("FREE: item %zu is not a task id", i);
+            continue;
+        }
+        freed += (size_t)store_remove(w->store, id);
+    }
+    log_debug("FREE: %zu of %zu results dropped", freed, n);
+}
+
+/* STEAL [id...] -> STEAL_REPLY [[id, ok]...]: ok when the task had not
+ * started (waiting for inputs or queued) and is now given back. */
+static void s_on_steal(worker_t *w, proto_msg_t *m)
+{
+    const msgpack_object *ids;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    size_t n, i;
+
+    if (mp_array(&m->body, &ids, &n) < 0) {
+        log_warn("STEAL body is not an array: ignored");
+        proto_send_error(w->sock, NULL, 0, PERR_BAD_MESSAGE, "STEAL needs [id...]");
+        return;
+    }
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, (uint32_t)n);
+    for (i = 0; i < n; i++) {
+        uint64_t id = 0;
+        wjob_t *j;
+        int ok = 0;
+
+        if (mp_u64(&ids[i], &id) == 0 && id != 0 && (j = u64map_get(w->jobs, id)))
+            ok = s_take_back(w, j, 0);
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_uint64(&pk, id);
+        if (ok)
+            msgpack_pack_true(&pk);
+        else
+            msgpack_pack_false(&pk);
+    }
+    if (proto_send(w->sock, NULL, 0, MSG_STEAL_REPLY, sb.data, sb.size, NULL, 0) < 0)
+        log_err("sending STEAL_REPLY failed: %s", zmq_strerror(errno));
+    msgpack_sbuffer_destroy(&sb);
 }
 
 static void s_on_library(worker_t *w, proto_msg_t *m)
@@ -529,8 +1085,9 @@ static void s_on_library(worker_t *w, proto_msg_t *m)
              tasklib_count(w->cfg->lib));
 }
 
-/* One dispatch table: the scheduler is the only peer, so a type is either
- * handled here or answered with ERROR. */
+/* One dispatch table: the scheduler is the only peer on this socket, so a
+ * type is either handled here or answered with ERROR.  (Peers and clients
+ * talk to the data endpoint, dataserv.c.) */
 static const s_handler_fn s_dispatch[MSG_TYPE_MAX] = {
     [MSG_WELCOME] = s_on_welcome,
     [MSG_ERROR] = s_on_error,
@@ -539,6 +1096,8 @@ static const s_handler_fn s_dispatch[MSG_TYPE_MAX] = {
     [MSG_COMPUTE] = s_on_compute,
     [MSG_WCANCEL] = s_on_wcancel,
     [MSG_LIBRARY] = s_on_library,
+    [MSG_FREE] = s_on_free,
+    [MSG_STEAL] = s_on_steal,
 };
 
 static void s_on_socket(struct ev_loop *loop, zwatch_t *zw, int revents, void *arg)
@@ -582,6 +1141,13 @@ static void s_on_socket(struct ev_loop *loop, zwatch_t *zw, int revents, void *a
     }
 }
 
+/* The data endpoint stored a PUT: look at memory before sleeping. */
+static void s_on_stored(void *arg)
+{
+    worker_t *w = arg;
+    w->mem_dirty = 1;
+}
+
 /* ---- timer and signals -------------------------------------------------- */
 
 static void s_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
@@ -598,6 +1164,14 @@ static void s_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     s_send_simple(w, MSG_HEARTBEAT);
+    fetch_tick(w->fetch, ev_now(loop));
+    if (w->cfg->memory_limit) {
+        /* While paused, hand freed heap back to the system so that the RSS
+         * can fall below the resume threshold. */
+        if (w->paused)
+            malloc_trim(0);
+        s_check_memory(w);
+    }
 }
 
 static void s_on_signal(struct ev_loop *loop, ev_signal *s, int revents)
@@ -639,8 +1213,11 @@ static void s_on_lifetime(struct ev_loop *loop, ev_timer *t, int revents)
     w->retiring = 1;
     for (j = pool_take_queued(w->pool); j; j = next) {
         next = j->next;
-        u64map_del(w->jobs, j->id);
-        free(j);
+        s_job_free(w, (wjob_t *)j);
+        dropped++;
+    }
+    while (w->whead) {
+        s_job_free(w, w->whead);
         dropped++;
     }
     log_info("worker %s: lifetime of %.1f s reached: retiring (%zu queued tasks handed "
@@ -664,17 +1241,171 @@ static void s_sigpipe(int sig)
     (void)sig;
 }
 
+/* ---- resources ---------------------------------------------------------- */
+
+static int s_resource_char(int c)
+{
+    return isalnum(c) || c == '_' || c == '.' || c == '-';
+}
+
+int worker_parse_resources(const char *spec, worker_resource_t *out, size_t *n, char *err,
+                           size_t errcap)
+{
+    const char *p = spec;
+    size_t k;
+
+    *n = 0;
+    if (!spec) {
+        util_fmt(err, errcap, "no resources given");
+        return -1;
+    }
+    while (*p) {
+        const char *name = p, *eq, *val, *end;
+        char num[64], *numend;
+        size_t nl, vl;
+        double v;
+
+        end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        eq = memchr(p, '=', (size_t)(end - p));
+        if (!eq) {
+            util_fmt(err, errcap, "'%.*s' is not NAME=AMOUNT", (int)(end - p > 80 ? 80 : end - p),
+                     p);
+            return -1;
+        }
+        nl = (size_t)(eq - name);
+        if (nl == 0 || nl >= WORKER_RESOURCE_NAME_MAX) {
+            util_fmt(err, errcap, "resource names are 1 to %d characters",
+                     WORKER_RESOURCE_NAME_MAX - 1);
+            return -1;
+        }
+        for (k = 0; k < nl; k++)
+            if (!s_resource_char((unsigned char)name[k])) {
+                util_fmt(err, errcap, "resource name '%.*s': only letters, digits, "
+                         "'_', '.' and '-' are allowed", (int)nl, name);
+                return -1;
+            }
+        val = eq + 1;
+        vl = (size_t)(end - val);
+        if (vl == 0 || vl >= sizeof(num)) {
+            util_fmt(err, errcap, "resource %.*s: missing or overlong amount", (int)nl, name);
+            return -1;
+        }
+        memcpy(num, val, vl);
+        num[vl] = '\0';
+        errno = 0;
+        v = strtod(num, &numend);
+        if (errno || numend == num || *numend || !isfinite(v) || v < 0 || isspace(num[0])) {
+            util_fmt(err, errcap, "resource %.*s: '%s' is not a finite number >= 0", (int)nl,
+                     name, num);
+            return -1;
+        }
+        for (k = 0; k < *n; k++)
+            if (strlen(out[k].name) == nl && !memcmp(out[k].name, name, nl)) {
+                util_fmt(err, errcap, "resource %.*s given twice", (int)nl, name);
+                return -1;
+            }
+        if (*n >= WORKER_MAX_RESOURCES) {
+            util_fmt(err, errcap, "at most %d resources", WORKER_MAX_RESOURCES);
+            return -1;
+        }
+        memcpy(out[*n].name, name, nl);
+        out[*n].name[nl] = '\0';
+        out[*n].amount = v;
+        (*n)++;
+        if (!*end)
+            break;
+        p = end + 1;
+        if (!*p) {
+            util_fmt(err, errcap, "trailing ',' in the resource list");
+            return -1;
+        }
+    }
+    if (*n == 0) {
+        util_fmt(err, errcap, "empty resource list");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
-static void s_free_list(pool_job_t *j)
+/* Set up the store, the data endpoint and the fetcher.  0 or -1 (logged). */
+static int s_data_plane_start(worker_t *w)
 {
-    pool_job_t *next;
+    const worker_config_t *cfg = w->cfg;
+    char host[256], err[512];
+    const char *dir = cfg->local_directory ? cfg->local_directory : util_runtime_dir();
+    dataserv_config_t dc;
+    uint64_t target = 0;
 
-    for (; j; j = next) {
-        next = j->next;
-        free(j->out);
-        free(j);
+    if (util_fmt(w->spill_dir, sizeof(w->spill_dir), "%s/spill-%s-%d", dir, cfg->name,
+                 (int)getpid()) < 0) {
+        log_err("--local-directory %s is too long", dir);
+        return -1;
     }
+    if (cfg->memory_limit)
+        target = (uint64_t)((double)cfg->memory_limit * WORKER_SPILL_FRACTION);
+    if (!(w->store = store_create(w->spill_dir, target))) {
+        log_err("cannot create the result store: %s", strerror(errno));
+        return -1;
+    }
+    if (cfg->contact_host) {
+        if (util_fmt(host, sizeof(host), "%s", cfg->contact_host) < 0) {
+            log_err("--contact-address is too long");
+            return -1;
+        }
+    } else if (dataserv_default_host(cfg->address, host, sizeof(host)) < 0) {
+        log_err("cannot choose an address for the data endpoint");
+        return -1;
+    }
+    memset(&dc, 0, sizeof(dc));
+    dc.loop = w->loop;
+    dc.zctx = w->zctx;
+    dc.max_frame = cfg->max_frame;
+    dc.store = w->store;
+    dc.host = host;
+    dc.port = cfg->data_port;
+    dc.name = cfg->name;
+    dc.stored = s_on_stored;
+    dc.arg = w;
+    if (!(w->data = dataserv_create(&dc, err, sizeof(err)))) {
+        log_err("worker %s: %s", cfg->name, err);
+        return -1;
+    }
+    if (!(w->fetch = fetch_create(w->loop, w->zctx, cfg->max_frame,
+                                  cfg->transfer_limit > 0 ? cfg->transfer_limit
+                                                          : WORKER_TRANSFER_LIMIT,
+                                  cfg->transfer_timeout > 0 ? cfg->transfer_timeout
+                                                            : WORKER_TRANSFER_TIMEOUT,
+                                  s_on_fetched, w))) {
+        log_err("cannot create the fetcher: %s", strerror(errno));
+        return -1;
+    }
+    if (cfg->memory_limit) {
+        w->page_size = sysconf(_SC_PAGESIZE);
+        w->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        if (w->statm_fd < 0)
+            log_warn("cannot read /proc/self/statm (%s): no PAUSE on memory use",
+                     strerror(errno));
+    }
+    return 0;
+}
+
+/* Close the data plane: sockets first, then the store (spill files and
+ * directory removed).  Buffers still in ZeroMQ frames live until sent. */
+static void s_data_plane_stop(worker_t *w)
+{
+    fetch_destroy(w->fetch);
+    w->fetch = NULL;
+    dataserv_destroy(w->data);
+    w->data = NULL;
+    store_destroy(w->store);
+    w->store = NULL;
+    if (w->statm_fd >= 0)
+        close(w->statm_fd);
+    w->statm_fd = -1;
 }
 
 int worker_run(const worker_config_t *cfg)
@@ -685,7 +1416,17 @@ int worker_run(const worker_config_t *cfg)
 
     memset(w, 0, sizeof(*w));
     w->cfg = cfg;
+    w->statm_fd = -1;
     proto_batch_init(&w->done, MSG_TASK_DONE);
+    /* Large buffers (results, fetched inputs, read-back spills) come and go:
+     * a fixed threshold keeps each of them in its own mapping, which goes
+     * back to the system when freed.  (glibc's sliding threshold would put
+     * them on the heap after the first free, where freed memory stays in
+     * the RSS the memory limit is checked against.)  Fixing it also fixes
+     * the trim threshold at its 128 KiB default, which would hand heap back
+     * (madvise) after nearly every TASK_DONE batch: raise that too. */
+    mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD);
+    mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD);
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = s_sigpipe;
@@ -710,6 +1451,10 @@ int worker_run(const worker_config_t *cfg)
     }
     if (proto_sock_setup(w->sock, cfg->max_frame) < 0) {
         log_err("cannot set up the socket: %s", zmq_strerror(errno));
+        goto out;
+    }
+    if (s_data_plane_start(w) < 0) {
+        code = WORKER_EXIT_CONFIG;
         goto out;
     }
     if (zmq_connect(w->sock, cfg->address) < 0) {
@@ -756,8 +1501,14 @@ int worker_run(const worker_config_t *cfg)
     if (s_send_hello(w) < 0)
         goto out;
     zwatch_start(w->zw);
-    log_info("worker %s (%d threads, pid %d) connecting to %s", cfg->name,
-             cfg->nthreads, (int)getpid(), cfg->address);
+    if (cfg->memory_limit)
+        log_info("worker %s (%d threads, pid %d) connecting to %s; data endpoint %s, memory "
+                 "limit %.0f MB", cfg->name, cfg->nthreads, (int)getpid(), cfg->address,
+                 dataserv_address(w->data), cfg->memory_limit / 1e6);
+    else
+        log_info("worker %s (%d threads, pid %d) connecting to %s; data endpoint %s, no "
+                 "memory limit", cfg->name, cfg->nthreads, (int)getpid(), cfg->address,
+                 dataserv_address(w->data));
 
     ev_run(w->loop, 0);
 
@@ -784,8 +1535,9 @@ int worker_run(const worker_config_t *cfg)
         code = WORKER_EXIT_ERROR;
         break;
     }
-    log_info("worker %s: %llu tasks done, %llu failed", cfg->name,
-             (unsigned long long)w->ndone, (unsigned long long)w->nfailed);
+    log_info("worker %s: %llu tasks done, %llu failed, %llu missing inputs", cfg->name,
+             (unsigned long long)w->ndone, (unsigned long long)w->nfailed,
+             (unsigned long long)w->nmissing);
 
 out:
     zwatch_destroy(w->zw);
@@ -798,12 +1550,17 @@ out:
         ev_signal_stop(w->loop, &w->sigterm);
         ev_timer_stop(w->loop, &w->lifetime);
     }
+    while (w->whead)
+        s_job_free(w, w->whead);
     if (w->pool) {
         /* Running tasks get their cancelled flag; queued ones never start. */
-        s_free_list(pool_take_queued(w->pool));
+        s_free_list(w, pool_take_queued(w->pool));
         if (pool_shutdown(w->pool, JOIN_TIMEOUT) < 0) {
             log_warn("worker %s: %zu tasks ignored cancellation for %.0f s: exiting anyway",
                      cfg->name, pool_running(w->pool), JOIN_TIMEOUT);
+            /* The stuck tasks hold references on their stored inputs, which
+             * therefore stay in memory; the spill files go. */
+            s_data_plane_stop(w);
             /* The BYE is queued in ZeroMQ's I/O thread: give it the socket's
              * linger to leave, then go without running atexit handlers while
              * executor threads are still inside library code. */
@@ -811,9 +1568,10 @@ out:
             zmq_ctx_term(w->zctx);
             _exit(code);
         }
-        s_free_list(pool_take_done(w->pool));
+        s_free_list(w, pool_take_done(w->pool));
         pool_destroy(w->pool);
     }
+    s_data_plane_stop(w);
     u64map_destroy(w->jobs);
     proto_batch_destroy(&w->done);
     if (w->sock)

@@ -11,6 +11,8 @@
  *   identity(x)         x (same as echo; a second name for graph tests)
  *   sum_list([ints])    sum of an array of integers
  *   bytes(n)            bin of n bytes, byte i = i & 0xff
+ *   checksum(bin)       64-bit FNV-1a of the bytes (bin or str), unsigned
+ *   length(bin)         number of bytes (bin or str), without reading them
  *   crash()             abort(): kills the worker running it
  *
  * Integer arithmetic that overflows int64 is an error, not undefined
@@ -146,6 +148,31 @@ static int bytes(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_pack
     return 0;
 }
 
+static int checksum(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    const unsigned char *p;
+    const void *v;
+    size_t n;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    if (shoal_arg_bin(ctx, args, 0, &v, &n) < 0)
+        return -1;
+    p = v;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return msgpack_pack_uint64(out, h);
+}
+
+static int length(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    const void *v;
+    size_t n;
+    if (shoal_arg_bin(ctx, args, 0, &v, &n) < 0)
+        return -1;
+    return msgpack_pack_uint64(out, n);
+}
+
 static int crash(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
 {
     (void)ctx;
@@ -156,4 +183,5 @@ static int crash(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_pack
 
 SHOAL_TASKS({"inc", inc}, {"add", add}, {"mul", mul}, {"neg", neg}, {"fail", fail},
             {"slow_inc", slow_inc}, {"echo", echo}, {"identity", echo},
-            {"sum_list", sum_list}, {"bytes", bytes}, {"crash", crash});
+            {"sum_list", sum_list}, {"bytes", bytes}, {"checksum", checksum},
+            {"length", length}, {"crash", crash});
