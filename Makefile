@@ -20,6 +20,9 @@ CFLAGS  += -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wno-missing-field-initial
            -fPIC -pthread -Iinclude -Icommon $(SAN) \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lzmq -lmsgpackc) -lev -lpthread -ldl -lm
+# The client library links no libev: libev exports libevent's function names,
+# and an MPI program (Open MPI uses the system libevent) would get libev's.
+LIB_LDLIBS := $(filter-out -lev,$(LDLIBS))
 LDFLAGS += $(SAN) -pthread
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm)
 
@@ -35,6 +38,12 @@ SCHED_OBJ  := $(call obj,$(SCHED_SRC))
 WORKER_OBJ := $(call obj,$(WORKER_SRC))
 LIB_OBJ    := $(call obj,$(LIB_SRC))
 CLI_OBJ    := $(call obj,$(CLI_SRC))
+
+# The client library's share of common/: all but zwatch.o (the libev glue,
+# which only the scheduler and worker use, through build/libshoal_common.a).
+LIB_COMMON_OBJ := $(filter-out build/common/zwatch.o,$(COMMON_OBJ))
+# libshoal.so exports the public API (shoal_*) and nothing else.
+LIB_MAP := client/libshoal.map
 
 # Module objects without their main(), for the unit tests that sit beside them.
 SCHED_LIBOBJ  := $(filter-out build/scheduler/main.o,$(SCHED_OBJ))
@@ -78,13 +87,14 @@ build/libshoal_common.a: $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-lib/libshoal.a: $(COMMON_OBJ) $(LIB_OBJ)
+lib/libshoal.a: $(LIB_COMMON_OBJ) $(LIB_OBJ)
 	@mkdir -p lib
 	rm -f $@ && ar rcs $@ $^
 
-lib/libshoal.so: $(COMMON_OBJ) $(LIB_OBJ)
+lib/libshoal.so: $(LIB_COMMON_OBJ) $(LIB_OBJ) $(LIB_MAP)
 	@mkdir -p lib
-	$(CC) -shared -Wl,-soname,libshoal.so $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libshoal.so -Wl,--version-script=$(LIB_MAP) $(LDFLAGS) -o $@ \
+	      $(LIB_COMMON_OBJ) $(LIB_OBJ) $(LIB_LDLIBS)
 
 # The executables export their symbols (-rdynamic) is not needed: task libraries
 # use only the header-only API of shoal_task.h.
@@ -131,10 +141,12 @@ build/test/client/%: client/test/%.c lib/libshoal.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iclient $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
-build/test/e2e/%: tests/%.c $(TEST_HELPER_OBJ) lib/libshoal.so
+# libshoal.so exports only the public API: an end-to-end test that also uses
+# common/ modules (proto_*, util_*...) gets its own copy from the archive.
+build/test/e2e/%: tests/%.c $(TEST_HELPER_OBJ) lib/libshoal.so build/libshoal_common.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TEST_HELPER_OBJ) -Llib -lshoal \
-	      -Wl,-rpath,'$$ORIGIN/../../../lib' $(CHECK_LIBS) $(LDLIBS)
+	      build/libshoal_common.a -Wl,-rpath,'$$ORIGIN/../../../lib' $(CHECK_LIBS) $(LDLIBS)
 
 examples: $(EX_LIBS) $(EX_BINS)
 

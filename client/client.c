@@ -1,10 +1,17 @@
 /*
  * client.c - libshoal's connection: resolving the address, the handshake,
- * the background I/O thread and its event loop, the protocol handlers, the
- * request/reply calls (status, library upload, waiting for workers) and
- * shoal_disconnect.  Futures and submission are in future.c, command tasks
- * in cmd.c, the local cluster in local.c; the locking scheme is described in
+ * the background I/O thread and its zmq_poll loop, the protocol handlers,
+ * the request/reply calls (status, library upload, waiting for workers) and
+ * shoal_disconnect.  Futures and submission are in future.c, the data plane
+ * (fetching results from workers, scatter) in data.c, command tasks in
+ * cmd.c, the local cluster in local.c; the locking scheme is described in
  * client_int.h.
+ *
+ * The I/O thread does not use libev: libev exports libevent's function
+ * names, and an MPI program linking libshoal next to Open MPI's libevent
+ * would get the wrong ones.  zmq_poll handles ZMQ_FD's edge triggering
+ * itself (it asks ZMQ_EVENTS before sleeping), an eventfd replaces
+ * ev_async, and the poll timeout is computed from the next deadline.
  */
 #define _GNU_SOURCE
 #include "client_int.h"
@@ -16,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,8 +38,8 @@
 #define CLIENT_DEAD_AFTER 30.0
 /* How long disconnect lets queued messages (BYE, releases) drain. */
 #define CLIENT_LINGER_MS 1000
-/* Messages handled per socket callback before the loop looks at its other
- * watchers again (it does not sleep while more are pending). */
+/* Messages handled per poll before the loop flushes and looks at its other
+ * sockets again (zmq_poll does not sleep while more are pending). */
 #define CLIENT_RECV_BURST 256
 #define CLIENT_UPLOAD_TIMEOUT 60.0
 #define CLIENT_WORKER_POLL 0.1
@@ -91,14 +99,22 @@ int client_u64vec_push(u64vec_t *v, uint64_t x)
     return 0;
 }
 
-/* Wake the I/O thread so that it drains the outgoing queues.  One
- * ev_async_send per drain is enough: `wake_pending` stays set until the loop
- * has taken the queues, so a burst of submissions costs one wakeup. */
+static void s_wake(shoal_client_t *c)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the thread wakes anyway. */
+    while (write(c->wakefd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+/* Wake the I/O thread so that it drains the outgoing queues.  One write per
+ * drain is enough: `wake_pending` stays set until the loop has taken the
+ * queues, so a burst of submissions costs one wakeup. */
 void client_wake_locked(shoal_client_t *c)
 {
-    if (!c->wake_pending && c->loop && c->thread_started) {
+    if (!c->wake_pending && c->wakefd >= 0 && c->thread_started) {
         c->wake_pending = 1;
-        ev_async_send(c->loop, &c->wake);
+        s_wake(c);
     }
 }
 
@@ -189,9 +205,9 @@ static void s_free_frame(void *data, void *hint)
 }
 
 /*
- * Take everything the API queued and send it.  Runs in the I/O thread before
- * every sleep of the loop (ev_prepare), so submissions made while the loop
- * was busy go out together.  The lock is held only to swap the queues; the
+ * Take everything the API queued and send it.  Runs in the I/O thread right
+ * before every zmq_poll, so submissions made while the loop was busy go out
+ * together.  The lock is held only to swap the queues; the
  * sends happen outside it.  Order matters: other messages first (a library
  * upload precedes the tasks that need it), then submissions, then cancels
  * and releases (a task submitted in this round may depend on one released
@@ -200,9 +216,10 @@ static void s_free_frame(void *data, void *hint)
 static void s_flush(shoal_client_t *c)
 {
     static const u64vec_t empty;
-    u64vec_t rel, can;
+    u64vec_t rel, can, fq;
     subbatch_t *subs, *nb = NULL;
     outmsg_t *q;
+    scat_job_t *jobs;
 
     pthread_mutex_lock(&c->mu);
     c->wake_pending = 0;
@@ -224,7 +241,18 @@ static void s_flush(shoal_client_t *c)
     c->can = empty;
     q = c->outq_head;
     c->outq_head = c->outq_tail = NULL;
+    fq = c->fetchq;
+    c->fetchq = empty;
+    jobs = c->scat_head;
+    c->scat_head = c->scat_tail = NULL;
     pthread_mutex_unlock(&c->mu);
+
+    /* Data-plane work first: a scatter job sends its SCATTER only once its
+     * PUTs are acknowledged, and fetches need nothing from the scheduler. */
+    if (fq.n)
+        cdata_fetch(c->data, fq.v, fq.n);
+    if (jobs)
+        cdata_scatter(c->data, jobs);
 
     while (q) {
         outmsg_t *next = q->next;
@@ -261,6 +289,11 @@ static void s_flush(shoal_client_t *c)
         c->can = can;
     else
         free(can.v);
+    fq.n = 0;
+    if (!c->fetchq.v)
+        c->fetchq = fq;
+    else
+        free(fq.v);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -393,6 +426,18 @@ static void s_on_bye(shoal_client_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Bounds on what one RESULT item may name as holders. */
+#define CLIENT_MAX_HOLDERS 64
+
+/*
+ * RESULT items: [id, status, payload, worker, nbytes, [holder addresses]]
+ * (the last two since the data plane; 4-field items are still accepted).
+ * Status 0 with payload nil and a holder list means the result stays on
+ * those workers: the future is FINISHED and its bytes are fetched when
+ * asked for.  A RESULT for a FINISHED remote future (the answer to our
+ * REFETCH, or news from the scheduler) brings new holders, the bytes
+ * themselves, or the news that the result is lost.
+ */
 static void s_on_result(shoal_client_t *c, proto_msg_t *m)
 {
     const msgpack_object *items;
@@ -402,11 +447,12 @@ static void s_on_result(shoal_client_t *c, proto_msg_t *m)
         return;
     }
     size_t bad = 0, completed = 0;
+    u64vec_t again = {0};
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < n; i++) {
-        const msgpack_object *it;
-        size_t k;
-        uint64_t id;
+        const msgpack_object *it, *hs = NULL;
+        size_t k, nh = 0;
+        uint64_t id, nbytes = 0;
         int64_t st;
         if (mp_array(&items[i], &it, &k) < 0 || k < 3 || mp_u64(&it[0], &id) < 0 ||
             mp_i64(&it[1], &st) < 0) {
@@ -421,6 +467,7 @@ static void s_on_result(shoal_client_t *c, proto_msg_t *m)
         }
         const void *p;
         size_t plen;
+        int remote = 0;
         if (mp_bin(&it[2], &p, &plen) < 0) {
             if (!mp_is_nil(&it[2])) {
                 bad++;
@@ -428,13 +475,52 @@ static void s_on_result(shoal_client_t *c, proto_msg_t *m)
             }
             p = "";
             plen = 0;
+            if (st == TASK_OK && k >= 6) {
+                /* The result is on the holders. */
+                if ((!mp_is_nil(&it[4]) && mp_u64(&it[4], &nbytes) < 0) ||
+                    mp_array(&it[5], &hs, &nh) < 0) {
+                    bad++;
+                    continue;
+                }
+                if (nh > CLIENT_MAX_HOLDERS)
+                    nh = CLIENT_MAX_HOLDERS;
+                remote = 1;
+            }
         }
         shoal_future_t *f = ftab_get(&c->futures, id);
-        if (!f || f->status != SHOAL_PENDING)
-            continue; /* released meanwhile, or a duplicate */
+        if (!f)
+            continue; /* released meanwhile */
+        if (f->status != SHOAL_PENDING) {
+            /* A duplicate, or news of a result kept on workers: the answer
+             * to a REFETCH, or the scheduler telling that it is lost. */
+            if (f->status != SHOAL_FINISHED || !f->remote)
+                continue;
+            if (st == TASK_OK && remote) {
+                if (client_future_set_holders(f, nbytes, hs, nh) < 0) {
+                    client_future_lost(f, "out of memory storing the result's holders");
+                } else if (f->fetch == FETCH_REFETCH) {
+                    f->fetch = FETCH_QUEUED;
+                    if (client_u64vec_push(&again, id) < 0)
+                        client_future_lost(f, "out of memory fetching the result");
+                }
+            } else if (st == TASK_OK) {
+                client_future_take_copy(f, p, plen);
+            } else {
+                char msg[600];
+                snprintf(msg, sizeof msg, "%s%.*s",
+                         st == TASK_CANCELLED ? "cancelled: " : "", (int)(plen > 500 ? 500 : plen),
+                         (const char *)p);
+                client_future_lost(f, msg);
+            }
+            completed++;
+            continue;
+        }
         switch (st) {
         case TASK_OK:
-            client_future_complete(f, SHOAL_FINISHED, p, plen, NULL, 0, w, wlen);
+            if (remote)
+                client_future_complete_remote(f, w, wlen, nbytes, hs, nh);
+            else
+                client_future_complete(f, SHOAL_FINISHED, p, plen, NULL, 0, w, wlen);
             break;
         case TASK_CANCELLED:
             client_future_complete(f, SHOAL_CANCELLED, NULL, 0, p, plen, w, wlen);
@@ -448,6 +534,9 @@ static void s_on_result(shoal_client_t *c, proto_msg_t *m)
     if (completed)
         pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mu);
+    if (again.n)
+        cdata_fetch(c->data, again.v, again.n);
+    free(again.v);
     if (bad)
         log_warn("ignored %zu malformed RESULT item(s) from the scheduler", bad);
 }
@@ -557,6 +646,16 @@ static int s_decode_status(const msgpack_object *body, shoal_status_info_t *out)
         w->running = s_clamp_int(&it[4]);
         if (mp_u64(&it[5], &w->completed) < 0)
             w->completed = 0;
+        /* Since the data plane: [..., id, data address, stored bytes, paused].
+         * An address that does not fit is left out rather than cut. */
+        if (k >= 7 && mp_u64(&it[6], &w->id) < 0)
+            w->id = 0;
+        if (k >= 8 && mp_strcpy(&it[7], w->data, sizeof w->data) < 0)
+            w->data[0] = '\0';
+        if (k >= 9 && mp_u64(&it[8], &w->stored_bytes) < 0)
+            w->stored_bytes = 0;
+        if (k >= 10 && mp_bool(&it[9], &w->paused) < 0)
+            w->paused = 0;
         if (w->nthreads > 0 && out->nthreads <= INT32_MAX - w->nthreads)
             out->nthreads += w->nthreads;
     }
@@ -596,15 +695,11 @@ static void s_dispatch(shoal_client_t *c, proto_msg_t *m)
     }
 }
 
-/* ---- event loop callbacks (I/O thread) ---------------------------------- */
+/* ---- the I/O loop ------------------------------------------------------- */
 
-static void s_sock_cb(struct ev_loop *loop, zwatch_t *w, int revents, void *arg)
+/* Receive and handle up to CLIENT_RECV_BURST messages from the scheduler. */
+static void s_sock_recv(shoal_client_t *c)
 {
-    (void)loop;
-    (void)w;
-    shoal_client_t *c = arg;
-    if (!(revents & EV_READ))
-        return;
     for (int i = 0; i < CLIENT_RECV_BURST; i++) {
         proto_msg_t m;
         if (proto_recv(c->sock, 0, &m, ZMQ_DONTWAIT) < 0) {
@@ -645,13 +740,8 @@ static void s_sock_cb(struct ev_loop *loop, zwatch_t *w, int revents, void *arg)
  * than after the heartbeat timeout.  ZeroMQ reconnects by itself; when it
  * has connected again we say HELLO, and the WELCOME of whatever scheduler
  * listens there now makes the client usable again. */
-static void s_mon_cb(struct ev_loop *loop, zwatch_t *w, int revents, void *arg)
+static void s_mon_recv(shoal_client_t *c)
 {
-    shoal_client_t *c = arg;
-    if (revents & EV_ERROR) {
-        zwatch_stop(w);
-        return;
-    }
     for (int i = 0; i < CLIENT_RECV_BURST; i++) {
         zmq_msg_t ev;
         zmq_msg_init(&ev);
@@ -692,7 +782,7 @@ static void s_mon_cb(struct ev_loop *loop, zwatch_t *w, int revents, void *arg)
             continue;
         /* What the scheduler sent before closing comes first: a BYE there
          * says why the connection went ("scheduler shut down"). */
-        s_sock_cb(loop, c->zw, EV_READ, c);
+        s_sock_recv(c);
         pthread_mutex_lock(&c->mu);
         c->rehello = 0;
         if (!c->dead && !c->stopping) {
@@ -705,34 +795,8 @@ static void s_mon_cb(struct ev_loop *loop, zwatch_t *w, int revents, void *arg)
     }
 }
 
-static void s_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+static void s_heartbeat(shoal_client_t *c)
 {
-    (void)loop;
-    (void)revents;
-    s_flush(w->data);
-}
-
-static void s_wake_cb(struct ev_loop *loop, ev_async *w, int revents)
-{
-    (void)revents;
-    shoal_client_t *c = w->data;
-    pthread_mutex_lock(&c->mu);
-    int stopping = c->stopping;
-    int ready = c->state == CSTATE_READY;
-    pthread_mutex_unlock(&c->mu);
-    if (!stopping)
-        return; /* the ev_prepare flush does the work */
-    s_flush(c);
-    if (ready)
-        s_send_body(c, MSG_BYE, NULL);
-    ev_break(loop, EVBREAK_ALL);
-}
-
-static void s_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    shoal_client_t *c = w->data;
     /* Heartbeats only once registered (before the WELCOME the scheduler
      * would answer them with "not registered") and while the connection is
      * thought alive: ZeroMQ would queue those sent to nobody without bound.
@@ -759,12 +823,93 @@ static void s_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+/* Poll items of the loop: these first, then the data plane's. */
+enum { PI_SOCK = 0, PI_MON = 1, PI_WAKE = 2, PI_FIXED = 3 };
+
+/*
+ * The I/O thread: before each zmq_poll it drains what the API queued and
+ * sends it (the "flush before sleeping" of the batching scheme: whatever
+ * accumulated while the loop was busy goes out together), then sleeps until
+ * a socket has input, an API thread writes the eventfd, or the next
+ * deadline (heartbeat, data-plane request timeouts) comes.
+ */
 static void *s_io_main(void *arg)
 {
     shoal_client_t *c = arg;
+    zmq_pollitem_t fixed[PI_FIXED], *items = fixed;
+    size_t cap = PI_FIXED;
+    double next_hb;
+
     c->last_heard = util_now();
+    next_hb = c->last_heard + CLIENT_HEARTBEAT;
     s_send_hello(c);
-    ev_run(c->loop, 0);
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        int stopping = c->stopping;
+        int ready = c->state == CSTATE_READY;
+        pthread_mutex_unlock(&c->mu);
+        if (stopping) {
+            s_flush(c);
+            if (ready)
+                s_send_body(c, MSG_BYE, NULL);
+            break;
+        }
+        s_flush(c);
+        long data_ms = cdata_pump(c->data);
+
+        /* The sleep: until input, a wakeup, or the next deadline. */
+        double now = util_now();
+        long ms = next_hb <= now ? 0 : (long)((next_hb - now) * 1000.0) + 1;
+        if (data_ms >= 0 && data_ms < ms)
+            ms = data_ms;
+        size_t n = PI_FIXED + cdata_npoll(c->data);
+        if (n > cap) {
+            zmq_pollitem_t *ni = items == fixed ? NULL : items;
+            ni = realloc(ni, n * sizeof *ni);
+            if (!ni) {
+                /* Poll the scheduler only; the peers wait for memory. */
+                log_err("out of memory polling %zu sockets", n);
+                n = PI_FIXED;
+            } else {
+                items = ni;
+                cap = n;
+            }
+        }
+        items[PI_SOCK] = (zmq_pollitem_t){.socket = c->sock, .events = ZMQ_POLLIN};
+        items[PI_MON] = (zmq_pollitem_t){.socket = c->mon, .events = ZMQ_POLLIN};
+        items[PI_WAKE] = (zmq_pollitem_t){.fd = c->wakefd, .events = ZMQ_POLLIN};
+        int with_data = n > PI_FIXED;
+        if (with_data)
+            cdata_fill_poll(c->data, items + PI_FIXED);
+        int rc = zmq_poll(items, (int)n, ms);
+        if (rc < 0) {
+            if (errno != EINTR) {
+                log_err("zmq_poll failed: %s", zmq_strerror(errno));
+                usleep(10000); /* never spin on a persistent error */
+            }
+            continue;
+        }
+        if (with_data)
+            cdata_after_poll(c->data, items + PI_FIXED);
+        if (items[PI_WAKE].revents & ZMQ_POLLIN) {
+            uint64_t v;
+            while (read(c->wakefd, &v, sizeof v) < 0 && errno == EINTR)
+                ;
+        }
+        if (items[PI_SOCK].revents & ZMQ_POLLIN)
+            s_sock_recv(c);
+        if (items[PI_MON].revents & ZMQ_POLLIN)
+            s_mon_recv(c);
+        now = util_now();
+        if (now >= next_hb) {
+            s_heartbeat(c);
+            next_hb = now + CLIENT_HEARTBEAT;
+        }
+        cdata_timers(c->data);
+    }
+    cdata_shutdown(c->data, "the client is disconnecting");
+    if (items != fixed)
+        free(items);
     return NULL;
 }
 
@@ -784,6 +929,7 @@ static shoal_client_t *s_client_new(const char *name, shoal_error_t *err)
     pthread_cond_init(&c->cond, &ca);
     pthread_condattr_destroy(&ca);
     c->next_n = 1;
+    c->wakefd = -1;
     c->sub = client_subbatch_new();
     if (!c->sub) {
         client_fail(err, ENOMEM, "out of memory creating the client");
@@ -837,31 +983,13 @@ static int s_connect_remote(shoal_client_t *c, const char *addr, double timeout,
     if (zmq_connect(c->sock, addr) < 0)
         return client_fail(err, EINVAL, "invalid scheduler address '%s': %s", addr,
                            zmq_strerror(errno));
-    c->loop = ev_loop_new(EVFLAG_AUTO);
-    if (!c->loop)
-        return client_fail(err, ENOMEM, "could not create the client's event loop");
-    c->zw = zwatch_create(c->loop, c->sock, EV_READ, s_sock_cb, c);
-    c->monw = zwatch_create(c->loop, c->mon, EV_READ, s_mon_cb, c);
-    if (!c->zw || !c->monw)
-        return client_fail(err, errno, "could not watch the client socket: %s",
+    c->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->wakefd < 0)
+        return client_fail(err, errno, "could not create the client's wakeup eventfd: %s",
                            strerror(errno));
-    ev_async_init(&c->wake, s_wake_cb);
-    c->wake.data = c;
-    ev_async_start(c->loop, &c->wake);
-    /* The flush must run before the zwatch's own prepare: zmq_send may
-     * process the socket's pending commands (incoming messages included)
-     * and consume the ZMQ_FD edge, so the readiness check has to come after
-     * the last send of the iteration or the loop could sleep with messages
-     * waiting.  libev runs pending watchers highest priority first. */
-    ev_prepare_init(&c->flush, s_prepare_cb);
-    ev_set_priority(&c->flush, EV_MAXPRI);
-    c->flush.data = c;
-    ev_prepare_start(c->loop, &c->flush);
-    ev_timer_init(&c->hb, s_timer_cb, CLIENT_HEARTBEAT, CLIENT_HEARTBEAT);
-    c->hb.data = c;
-    ev_timer_start(c->loop, &c->hb);
-    zwatch_start(c->zw);
-    zwatch_start(c->monw);
+    c->data = cdata_create(c);
+    if (!c->data)
+        return client_fail(err, ENOMEM, "out of memory creating the client's data plane");
 
     /* The I/O thread gets no signals: the application's handlers run in its
      * own threads, as it expects. */
@@ -1009,15 +1137,30 @@ void shoal_disconnect(shoal_client_t *c)
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mu);
     if (c->thread_started) {
-        ev_async_send(c->loop, &c->wake);
+        s_wake(c);
         pthread_join(c->thread, NULL);
         c->thread_started = 0;
     }
     int was_ready = c->state == CSTATE_READY && !c->dead;
-    zwatch_destroy(c->zw);
-    c->zw = NULL;
-    zwatch_destroy(c->monw);
-    c->monw = NULL;
+
+    /* Free every future still alive: the caller's and the iterators'.  The
+     * documented contract is that none is used after disconnect.  Before
+     * the sockets close: a future may hold a received ZeroMQ frame. */
+    {
+        size_t n = c->futures.count, i = 0, pos = 0;
+        shoal_future_t **all = n ? malloc(n * sizeof *all) : NULL;
+        shoal_future_t *f;
+        if (all) {
+            while (i < n && ftab_next(&c->futures, &pos, &f))
+                all[i++] = f;
+            for (size_t j = 0; j < i; j++)
+                client_future_free(all[j]);
+            free(all);
+        }
+        ftab_destroy(&c->futures);
+    }
+    cdata_destroy(c->data);
+    c->data = NULL;
     if (c->sock)
         zmq_socket_monitor(c->sock, NULL, 0);
     if (c->mon) {
@@ -1037,25 +1180,9 @@ void shoal_disconnect(shoal_client_t *c)
             ;
         c->zctx = NULL;
     }
-    if (c->loop) {
-        ev_loop_destroy(c->loop);
-        c->loop = NULL;
-    }
-
-    /* Free every future still alive: the caller's and the iterators'.  The
-     * documented contract is that none is used after disconnect. */
-    {
-        size_t n = c->futures.count, i = 0, pos = 0;
-        shoal_future_t **all = n ? malloc(n * sizeof *all) : NULL;
-        shoal_future_t *f;
-        if (all) {
-            while (i < n && ftab_next(&c->futures, &pos, &f))
-                all[i++] = f;
-            for (size_t j = 0; j < i; j++)
-                client_future_free(all[j]);
-            free(all);
-        }
-        ftab_destroy(&c->futures);
+    if (c->wakefd >= 0) {
+        close(c->wakefd);
+        c->wakefd = -1;
     }
     local_stop(c->local);
     c->local = NULL;
@@ -1068,6 +1195,11 @@ void shoal_disconnect(shoal_client_t *c)
     }
     free(c->rel.v);
     free(c->can.v);
+    free(c->fetchq.v);
+    /* Jobs never handed to the I/O thread (none in practice: shoal_scatter
+     * queues nothing once the client is stopping). */
+    client_scat_job_free(c->scat_head);
+    c->scat_head = c->scat_tail = NULL;
     for (outmsg_t *q = c->outq_head; q;) {
         outmsg_t *next = q->next;
         msgpack_sbuffer_destroy(&q->body);

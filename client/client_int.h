@@ -2,20 +2,28 @@
  * client_int.h - internals of libshoal shared by the client sources (not installed).
  *
  * Threads and locking.  A connected client has one background I/O thread that
- * owns the ZeroMQ socket and runs a libev loop; API calls never touch the
- * socket.  Everything the API and the I/O thread share lives in
+ * owns the ZeroMQ sockets (the scheduler's DEALER, its monitor, and one DEALER
+ * per worker data endpoint in use) and runs a zmq_poll loop; API calls never
+ * touch a socket.  Everything the API and the I/O thread share lives in
  * shoal_client_t and is protected by its one mutex `mu`:
  *   - the future index (id -> live future, a weak index: a future is in it
  *     from submission until it is freed);
  *   - the outgoing work: the open SUBMIT batch (items are packed straight
  *     into it under the lock: a submission allocates its future and nothing
- *     else), the ids to RELEASE and CANCEL, and a queue of other messages
- *     (STATUS, UPLOAD_LIB);
+ *     else), the ids to RELEASE and CANCEL, a queue of other messages
+ *     (STATUS, UPLOAD_LIB), the ids whose bytes a caller wants fetched from
+ *     the workers, and scatter jobs;
  *   - the connection state and the requests waiting for a reply.
- * API calls that queue work wake the loop with ev_async_send (once per
- * drain, see `wake_pending`); the loop drains everything when it is about to
- * sleep (ev_prepare) and sends it outside the lock.  Every completion is
- * followed by a broadcast on `cond`; waiters re-check their own condition.
+ * API calls that queue work wake the loop by writing to an eventfd (once per
+ * drain, see `wake_pending`); the loop drains everything right before each
+ * zmq_poll and sends it outside the lock.  Every completion is followed by a
+ * broadcast on `cond`; waiters re-check their own condition.
+ *
+ * Results that live on workers (docs/DATAPLANE.md): a RESULT may say "ok,
+ * the bytes are on these holders".  The future is then FINISHED with
+ * `remote` set; its bytes are fetched (data.c) only when a caller asks for
+ * them (shoal_result, shoal_gather...), so results that are only inputs of
+ * other tasks never pass through the client.
  *
  * Futures are reference counted (under `mu`): one reference for the caller
  * (dropped by shoal_release) and one per as_completed iterator holding it.
@@ -25,7 +33,6 @@
 #ifndef SHOAL_CLIENT_INT_H
 #define SHOAL_CLIENT_INT_H
 
-#include <ev.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -34,7 +41,6 @@
 #include "shoal.h"
 #include "tasklib.h"
 #include "util.h"
-#include "zwatch.h"
 
 #define CLIENT_HIDDEN __attribute__((visibility("hidden")))
 
@@ -108,14 +114,30 @@ struct shoal_as_completed {
     size_t npending;         /* added, not yet completed */
 };
 
+/* Where a remote result's fetch stands (shoal_future.fetch; under c->mu). */
+enum {
+    FETCH_NONE = 0,     /* not asked for (or the bytes are here) */
+    FETCH_QUEUED = 1,   /* asked of the I/O thread, which is getting it */
+    FETCH_REFETCH = 2,  /* no holder had it: REFETCH sent, waiting for a RESULT */
+};
+
 struct shoal_future {
     shoal_client_t *c;
     uint64_t id;
     int refs;                /* under c->mu */
     int status;              /* shoal_status_t; atomic (read without the lock) */
     int cancel_sent;
-    void *data;              /* result bytes (small[] or malloc'd) */
+    void *data;              /* result bytes (small[], malloc'd, or in zmsg) */
     size_t len;
+    zmq_msg_t *zmsg;         /* a received data frame `data` points into, or NULL */
+    /* A FINISHED result kept on workers (under c->mu): its bytes are fetched
+     * from the holders' data endpoints when first asked for. */
+    int remote;
+    int fetch;               /* FETCH_* */
+    int refetches;           /* REFETCHes sent for it */
+    uint64_t nbytes;         /* its size, as the scheduler reported it */
+    char **holders;          /* data endpoint addresses (malloc'd strings) */
+    size_t nholders;
     char *error;             /* error/cancel text, or NULL */
     char *worker;            /* worker name, or NULL */
     char *name;              /* inline mode: the submit name, for errors */
@@ -126,6 +148,8 @@ struct shoal_future {
 };
 
 typedef struct local_cluster local_cluster_t;
+typedef struct cdata cdata_t;
+typedef struct scat_job scat_job_t;
 
 /*
  * The future index: id -> live future.  Ids are (client_id << 40) | n with n
@@ -172,12 +196,8 @@ struct shoal_client {
     void *zctx;
     void *sock;
     void *mon;               /* PAIR socket receiving sock's monitor events */
-    struct ev_loop *loop;
-    zwatch_t *zw;
-    zwatch_t *monw;
-    ev_async wake;
-    ev_prepare flush;
-    ev_timer hb;
+    int wakefd;              /* eventfd: API threads wake the I/O thread */
+    cdata_t *data;           /* the data plane: worker connections, fetches */
     pthread_t thread;
     int thread_started;
     double last_heard;       /* I/O thread only */
@@ -190,11 +210,14 @@ struct shoal_client {
     int dead;                /* connection lost or scheduler gone */
     char dead_msg[384];
     int stopping;
-    int wake_pending;        /* an ev_async_send is outstanding */
+    int wake_pending;        /* a write to wakefd is outstanding */
     subbatch_t *sub;         /* the open SUBMIT batch */
     subbatch_t *full_head, *full_tail; /* batches past CLIENT_BATCH_BYTES */
     u64vec_t rel, can;
     outmsg_t *outq_head, *outq_tail;
+    u64vec_t fetchq;         /* ids of remote results a caller wants */
+    scat_job_t *scat_head, *scat_tail;
+    unsigned scatter_rr;     /* where the next scatter starts its round robin */
     creq_t *reqs;
     uint64_t next_req;
 
@@ -215,6 +238,30 @@ CLIENT_HIDDEN void client_wake_locked(shoal_client_t *c);
 CLIENT_HIDDEN int client_u64vec_push(u64vec_t *v, uint64_t x);
 
 /* --- futures (future.c); call with c->mu held --- */
+/* Complete a pending future as FINISHED with its bytes on `holders` (nh
+ * addresses, copied) instead of here.  0, or -1 (ENOMEM: the future is
+ * failed instead).  Does not broadcast. */
+CLIENT_HIDDEN int client_future_complete_remote(shoal_future_t *f, const char *worker,
+                                                size_t wlen, uint64_t nbytes,
+                                                const msgpack_object *holders, size_t nh);
+/* Replace a remote result's holders (from a RESULT that answers REFETCH).
+ * 0 or -1 (ENOMEM). */
+CLIENT_HIDDEN int client_future_set_holders(shoal_future_t *f, uint64_t nbytes,
+                                            const msgpack_object *holders, size_t nh);
+/* A remote result's bytes arrived: take them (a received frame is moved
+ * into the future when it is large, copied otherwise).  Does not broadcast. */
+CLIENT_HIDDEN void client_future_take_bytes(shoal_future_t *f, zmq_msg_t *frame);
+/* Same, from a plain buffer (copied). */
+CLIENT_HIDDEN void client_future_take_copy(shoal_future_t *f, const void *data, size_t len);
+/* A FINISHED remote result cannot be had any more: the future becomes
+ * SHOAL_ERROR with `msg`.  Does not broadcast. */
+CLIENT_HIDDEN void client_future_lost(shoal_future_t *f, const char *msg);
+/* Ask the I/O thread for f's bytes (no-op unless remote and not asked). */
+CLIENT_HIDDEN void client_fetch_locked(shoal_client_t *c, shoal_future_t *f);
+/* Wait until f (FINISHED) has its bytes here or fails.  timeout as in
+ * shoal_result (at least CLIENT_FETCH_WAIT_MIN).  0, or -1 with err. */
+CLIENT_HIDDEN int client_fetch_wait_locked(shoal_client_t *c, shoal_future_t *f,
+                                           double timeout, shoal_error_t *err);
 CLIENT_HIDDEN shoal_future_t *client_future_new(shoal_client_t *c, uint64_t id);
 /* Complete a pending future: copies data, error and worker.  status is
  * SHOAL_FINISHED, SHOAL_ERROR or SHOAL_CANCELLED.  Does not broadcast. */
@@ -235,6 +282,36 @@ CLIENT_HIDDEN int local_nworkers(const local_cluster_t *lc);
 /* Fail with a message if a child process has exited.  0 if all alive. */
 CLIENT_HIDDEN int local_check(local_cluster_t *lc, shoal_error_t *err);
 CLIENT_HIDDEN void local_stop(local_cluster_t *lc);
+
+/* --- the data plane (data.c); I/O thread only unless said otherwise --- */
+/* The least a wait for a finished result's bytes is given, whatever the
+ * caller's timeout (a transfer is not "waiting for the task"). */
+#define CLIENT_FETCH_WAIT_MIN 60.0
+/* REFETCHes of one result before it is declared lost. */
+#define CLIENT_MAX_REFETCH 3
+CLIENT_HIDDEN cdata_t *cdata_create(shoal_client_t *c);
+CLIENT_HIDDEN void cdata_destroy(cdata_t *d);
+/* Poll items: how many the data plane wants, then fill them (in this
+ * order, with nothing else touching the data plane in between) and hand
+ * back the polled result first thing after zmq_poll. */
+CLIENT_HIDDEN size_t cdata_npoll(const cdata_t *d);
+CLIENT_HIDDEN void cdata_fill_poll(cdata_t *d, zmq_pollitem_t *items);
+CLIENT_HIDDEN void cdata_after_poll(cdata_t *d, const zmq_pollitem_t *items);
+/* Start fetching the bytes of these futures' results. */
+CLIENT_HIDDEN void cdata_fetch(cdata_t *d, const uint64_t *ids, size_t n);
+/* Start scatter jobs: a list of them, chained as c->scat_head (taken;
+ * each is completed and handed back to its caller through its done flag). */
+CLIENT_HIDDEN void cdata_scatter(cdata_t *d, scat_job_t *jobs);
+/* Send what the flow limits allow (and any REFETCH); the time until the
+ * earliest data deadline in ms, or -1 for none. */
+CLIENT_HIDDEN long cdata_pump(cdata_t *d);
+/* Check deadlines: a peer that has not answered in time has failed. */
+CLIENT_HIDDEN void cdata_timers(cdata_t *d);
+/* The I/O thread is ending: fail every scatter job still running. */
+CLIENT_HIDDEN void cdata_shutdown(cdata_t *d, const char *why);
+/* Free a scatter job and those chained after it (API thread, once done).
+ * Accepts NULL. */
+CLIENT_HIDDEN void client_scat_job_free(scat_job_t *job);
 
 /* --- status (client.c) --- */
 CLIENT_HIDDEN int client_status(shoal_client_t *c, shoal_status_info_t *out,

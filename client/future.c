@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "exec.h"
 #include "mp.h"
@@ -115,6 +116,177 @@ void client_future_complete(shoal_future_t *f, int status, const void *data, siz
     f->acs = NULL;
 }
 
+/* ---- results kept on workers (c->mu held) ---------------------------------- */
+
+static void s_free_holders(shoal_future_t *f)
+{
+    for (size_t i = 0; i < f->nholders; i++)
+        free(f->holders[i]);
+    free(f->holders);
+    f->holders = NULL;
+    f->nholders = 0;
+}
+
+int client_future_set_holders(shoal_future_t *f, uint64_t nbytes, const msgpack_object *hs,
+                              size_t nh)
+{
+    char **v = nh ? calloc(nh, sizeof *v) : NULL;
+    size_t k = 0;
+    if (nh && !v)
+        return -1;
+    for (size_t i = 0; i < nh; i++) {
+        const char *p;
+        size_t n;
+        /* Anything but a plausible address is skipped (and so never tried). */
+        if (mp_str(&hs[i], &p, &n) < 0 || n == 0 || n >= SHOAL_ADDR_MAX)
+            continue;
+        if (!(v[k] = s_strndup(p, n))) {
+            while (k)
+                free(v[--k]);
+            free(v);
+            return -1;
+        }
+        k++;
+    }
+    s_free_holders(f);
+    f->holders = v;
+    f->nholders = k;
+    f->nbytes = nbytes;
+    return 0;
+}
+
+int client_future_complete_remote(shoal_future_t *f, const char *worker, size_t wlen,
+                                  uint64_t nbytes, const msgpack_object *hs, size_t nh)
+{
+    if (f->status != SHOAL_PENDING)
+        return 0;
+    if (client_future_set_holders(f, nbytes, hs, nh) < 0) {
+        client_future_complete(f, SHOAL_ERROR, NULL, 0, s_oom_text, strlen(s_oom_text),
+                               worker, wlen);
+        errno = ENOMEM;
+        return -1;
+    }
+    f->remote = 1;
+    f->fetch = FETCH_NONE;
+    /* Completes with no bytes; `remote` says where they are. */
+    client_future_complete(f, SHOAL_FINISHED, NULL, 0, NULL, 0, worker, wlen);
+    return 0;
+}
+
+/* Frames at least this large are kept as received (zero-copy); smaller
+ * ones are copied, so that a small result does not pin a ZeroMQ receive
+ * buffer shared with other messages. */
+#define CLIENT_KEEP_FRAME (64u * 1024u)
+
+static void s_drop_bytes(shoal_future_t *f)
+{
+    if (f->zmsg) {
+        zmq_msg_close(f->zmsg);
+        free(f->zmsg);
+        f->zmsg = NULL;
+    } else if (f->data && f->data != f->small) {
+        free(f->data);
+    }
+    f->data = NULL;
+    f->len = 0;
+}
+
+void client_future_take_copy(shoal_future_t *f, const void *data, size_t len)
+{
+    if (f->status != SHOAL_FINISHED || !f->remote)
+        return;
+    s_drop_bytes(f);
+    void *p = len <= sizeof f->small ? f->small : malloc(len);
+    if (!p) {
+        client_future_lost(f, s_oom_text);
+        return;
+    }
+    if (len)
+        memcpy(p, data, len);
+    f->data = p;
+    f->len = len;
+    f->fetch = FETCH_NONE;
+    s_free_holders(f);
+    /* Publish: shoal_result reads `remote` without the lock. */
+    __atomic_store_n(&f->remote, 0, __ATOMIC_RELEASE);
+}
+
+void client_future_take_bytes(shoal_future_t *f, zmq_msg_t *frame)
+{
+    size_t len = zmq_msg_size(frame);
+    if (f->status != SHOAL_FINISHED || !f->remote)
+        return;
+    if (len < CLIENT_KEEP_FRAME) {
+        client_future_take_copy(f, zmq_msg_data(frame), len);
+        return;
+    }
+    zmq_msg_t *z = malloc(sizeof *z);
+    if (!z) {
+        client_future_lost(f, s_oom_text);
+        return;
+    }
+    s_drop_bytes(f);
+    zmq_msg_init(z);
+    zmq_msg_move(z, frame);
+    f->zmsg = z;
+    f->data = zmq_msg_data(z);
+    f->len = len;
+    f->fetch = FETCH_NONE;
+    s_free_holders(f);
+    __atomic_store_n(&f->remote, 0, __ATOMIC_RELEASE);
+}
+
+void client_future_lost(shoal_future_t *f, const char *msg)
+{
+    if (f->status != SHOAL_FINISHED || !f->remote)
+        return;
+    /* `remote` stays set: a reader that saw FINISHED without the lock
+     * checks it next, and must take the lock (and see ERROR) rather than
+     * read bytes that are not there. */
+    s_drop_bytes(f);
+    s_free_holders(f);
+    f->fetch = FETCH_NONE;
+    if (f->error != s_oom_text)
+        free(f->error);
+    s_error_text(f, msg, strlen(msg));
+    __atomic_store_n(&f->status, SHOAL_ERROR, __ATOMIC_RELEASE);
+}
+
+void client_fetch_locked(shoal_client_t *c, shoal_future_t *f)
+{
+    if (f->status != SHOAL_FINISHED || !f->remote || f->fetch != FETCH_NONE)
+        return;
+    if (client_u64vec_push(&c->fetchq, f->id) < 0)
+        return; /* out of memory: the waiter's next call asks again */
+    f->fetch = FETCH_QUEUED;
+    client_wake_locked(c);
+}
+
+int client_fetch_wait_locked(shoal_client_t *c, shoal_future_t *f, double timeout,
+                             shoal_error_t *err)
+{
+    struct timespec deadline;
+    double t = timeout;
+    if (t >= 0 && t < CLIENT_FETCH_WAIT_MIN)
+        t = CLIENT_FETCH_WAIT_MIN;
+    if (t >= 0)
+        client_abstime(t, &deadline);
+    while (f->status == SHOAL_FINISHED && f->remote) {
+        if (c->stopping)
+            return client_fail(err, ESHUTDOWN, "the client is disconnecting");
+        client_fetch_locked(c, f);
+        if (f->fetch == FETCH_NONE) /* could not even queue it */
+            return client_fail(err, ENOMEM, "out of memory fetching a result");
+        if (client_cond_wait(c, t < 0 ? NULL : &deadline) == ETIMEDOUT &&
+            f->status == SHOAL_FINISHED && f->remote)
+            return client_fail(err, ETIMEDOUT,
+                               "the result of task %llu (%llu bytes, kept on a worker) did "
+                               "not arrive within %g s",
+                               (unsigned long long)f->id, (unsigned long long)f->nbytes, t);
+    }
+    return 0;
+}
+
 void client_fail_pending(shoal_client_t *c, const char *msg)
 {
     size_t pos = 0;
@@ -123,6 +295,8 @@ void client_fail_pending(shoal_client_t *c, const char *msg)
     while (ftab_next(&c->futures, &pos, &f)) {
         if (f->status == SHOAL_PENDING)
             client_future_complete(f, SHOAL_ERROR, NULL, 0, msg, mlen, NULL, 0);
+        else if (f->remote && f->fetch == FETCH_REFETCH)
+            client_future_lost(f, msg); /* the REFETCH will not be answered */
     }
 }
 
@@ -137,8 +311,8 @@ void client_future_free(shoal_future_t *f)
         if (client_u64vec_push(&c->rel, f->id) == 0)
             client_wake_locked(c);
     }
-    if (f->data && f->data != f->small)
-        free(f->data);
+    s_drop_bytes(f);
+    s_free_holders(f);
     if (f->error != s_oom_text)
         free(f->error);
     free(f->worker);
@@ -161,23 +335,176 @@ static void s_items_free(s_item_t *it, size_t n)
         free(it[i].deps);
 }
 
-static int s_check_opts(const shoal_submit_opts_t *o, shoal_error_t *err)
+/* ---- placement options: resources and worker restrictions ------------------ */
+
+#define CLIENT_MAX_RESOURCES 16
+#define CLIENT_MAX_RES_NAME 64
+#define CLIENT_MAX_RES_TEXT 4096
+#define CLIENT_MAX_RESTRICT 1024
+#define CLIENT_MAX_WORKER_NAME 255
+#define RES_SYNTAX "expected NAME=AMOUNT[,NAME=AMOUNT...], e.g. \"GPU=1,MEM=4e9\""
+
+typedef struct s_res {
+    char name[CLIENT_MAX_RES_NAME + 1];
+    double amount;
+} s_res_t;
+
+static int s_res_name_char(char ch)
 {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '-' || ch == '.';
+}
+
+/*
+ * Parse "GPU=1,MEM=4e9": names of letters, digits, '_', '-', '.' (1 to 64
+ * bytes, each once), amounts positive finite decimal numbers; spaces
+ * around either are allowed.  Fills res[0..*n-1].  0, or -1 (EINVAL) with
+ * the reason in err.
+ */
+static int s_parse_resources(const char *text, s_res_t *res, size_t *n, shoal_error_t *err)
+{
+    size_t len = strnlen(text, CLIENT_MAX_RES_TEXT + 1);
+    *n = 0;
+    if (len > CLIENT_MAX_RES_TEXT)
+        return client_fail(err, EINVAL, "invalid resources: longer than %d bytes",
+                           CLIENT_MAX_RES_TEXT);
+    if (len == 0)
+        return client_fail(err, EINVAL, "invalid resources: empty string (%s; or NULL for none)",
+                           RES_SYNTAX);
+    const char *p = text, *end = text + len;
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *te = comma ? comma : end;
+        const char *eq = memchr(p, '=', (size_t)(te - p));
+        const char *ns = p, *ne = eq ? eq : te;
+        while (ns < ne && (*ns == ' ' || *ns == '\t'))
+            ns++;
+        while (ne > ns && (ne[-1] == ' ' || ne[-1] == '\t'))
+            ne--;
+        int tl = (int)(te - p);
+        if (!eq)
+            return client_fail(err, EINVAL, "invalid resources \"%s\": \"%.*s\" has no amount (%s)",
+                               text, tl, p, RES_SYNTAX);
+        if (ne == ns)
+            return client_fail(err, EINVAL, "invalid resources \"%s\": \"%.*s\" has no name (%s)",
+                               text, tl, p, RES_SYNTAX);
+        if (ne - ns > CLIENT_MAX_RES_NAME)
+            return client_fail(err, EINVAL,
+                               "invalid resources \"%s\": a resource name is longer than %d bytes",
+                               text, CLIENT_MAX_RES_NAME);
+        for (const char *q = ns; q < ne; q++)
+            if (!s_res_name_char(*q))
+                return client_fail(err, EINVAL,
+                                   "invalid resources \"%s\": resource name \"%.*s\" may only "
+                                   "hold letters, digits, '_', '-' and '.'",
+                                   text, (int)(ne - ns), ns);
+        /* The amount: copied out so that strtod cannot run past the entry. */
+        const char *as = eq + 1, *ae = te;
+        while (as < ae && (*as == ' ' || *as == '\t'))
+            as++;
+        while (ae > as && (ae[-1] == ' ' || ae[-1] == '\t'))
+            ae--;
+        char num[64];
+        double v = 0;
+        /* Decimal only: strtod would also take hex, "inf" and "nan". */
+        int ok = ae > as && ae - as < (long)sizeof num &&
+                 ((*as >= '0' && *as <= '9') || *as == '.');
+        for (const char *q = as; ok && q < ae; q++)
+            ok = (*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' ||
+                 *q == '+' || *q == '-';
+        if (ok) {
+            char *stop;
+            memcpy(num, as, (size_t)(ae - as));
+            num[ae - as] = '\0';
+            errno = 0;
+            v = strtod(num, &stop);
+            ok = errno == 0 && *stop == '\0' && v > 0 && v <= 1e18;
+        }
+        if (!ok)
+            return client_fail(err, EINVAL,
+                               "invalid resources \"%s\": the amount of %.*s (\"%.*s\") is not a "
+                               "positive number (%s)",
+                               text, (int)(ne - ns), ns, (int)(ae - as), as, RES_SYNTAX);
+        for (size_t i = 0; i < *n; i++)
+            if (strlen(res[i].name) == (size_t)(ne - ns) &&
+                memcmp(res[i].name, ns, (size_t)(ne - ns)) == 0)
+                return client_fail(err, EINVAL,
+                                   "invalid resources \"%s\": %.*s is given twice", text,
+                                   (int)(ne - ns), ns);
+        if (*n == CLIENT_MAX_RESOURCES)
+            return client_fail(err, EINVAL, "invalid resources \"%s\": more than %d resources",
+                               text, CLIENT_MAX_RESOURCES);
+        memcpy(res[*n].name, ns, (size_t)(ne - ns));
+        res[*n].name[ne - ns] = '\0';
+        res[*n].amount = v;
+        (*n)++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+/*
+ * Validate the options.  If they restrict placement (resources, workers),
+ * pack the SUBMIT item's options map into `xo` (once per call, then copied
+ * into every item): {"resources": {name: amount}, "workers": [names]}.
+ * xo->size stays 0 when there is nothing to say, and the items keep their
+ * 7 fields, as every scheduler understands.
+ */
+static int s_check_opts(const shoal_submit_opts_t *o, msgpack_sbuffer *xo, shoal_error_t *err)
+{
+    s_res_t res[CLIENT_MAX_RESOURCES];
+    size_t nres = 0, nw = 0;
     if (!o)
         return 0;
     if (o->retries < 0)
         return client_fail(err, EINVAL, "retries must not be negative (got %d)", o->retries);
     if (o->name && strlen(o->name) > CLIENT_MAX_FUNC)
         return client_fail(err, EINVAL, "task name is longer than %d bytes", CLIENT_MAX_FUNC);
+    if (o->resources && s_parse_resources(o->resources, res, &nres, err) < 0)
+        return -1;
+    if (o->workers) {
+        for (nw = 0; o->workers[nw]; nw++) {
+            size_t l = strnlen(o->workers[nw], CLIENT_MAX_WORKER_NAME + 1);
+            if (nw == CLIENT_MAX_RESTRICT)
+                return client_fail(err, EINVAL, "workers: more than %d names",
+                                   CLIENT_MAX_RESTRICT);
+            if (l == 0 || l > CLIENT_MAX_WORKER_NAME)
+                return client_fail(err, EINVAL, "workers: name %zu is %s", nw,
+                                   l ? "longer than 255 bytes" : "empty");
+        }
+    }
+    if (!nres && !nw)
+        return 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, xo, msgpack_sbuffer_write);
+    int rc = msgpack_pack_map(&pk, (nres ? 1 : 0) + (nw ? 1 : 0));
+    if (nres) {
+        rc |= mp_pack_cstr(&pk, "resources");
+        rc |= msgpack_pack_map(&pk, (uint32_t)nres);
+        for (size_t i = 0; i < nres; i++) {
+            rc |= mp_pack_cstr(&pk, res[i].name);
+            rc |= msgpack_pack_double(&pk, res[i].amount);
+        }
+    }
+    if (nw) {
+        rc |= mp_pack_cstr(&pk, "workers");
+        rc |= msgpack_pack_array(&pk, (uint32_t)nw);
+        for (size_t i = 0; i < nw; i++)
+            rc |= mp_pack_cstr(&pk, o->workers[i]);
+    }
+    if (rc)
+        return client_fail(err, ENOMEM, "out of memory packing the submit options");
     return 0;
 }
 
 /* Pack one SUBMIT item.  0, or -1 if the buffer could not grow. */
 static int s_pack_item(msgpack_packer *pk, uint64_t id, const char *func, size_t flen,
                        const void *args, size_t len, const s_item_t *it,
-                       const shoal_submit_opts_t *o)
+                       const shoal_submit_opts_t *o, const msgpack_sbuffer *xo)
 {
-    int rc = msgpack_pack_array(pk, 7);
+    int rc = msgpack_pack_array(pk, xo->size ? 8 : 7);
     rc |= msgpack_pack_uint64(pk, id);
     rc |= mp_pack_strn(pk, func, flen);
     rc |= mp_pack_bin(pk, args, len);
@@ -187,6 +514,8 @@ static int s_pack_item(msgpack_packer *pk, uint64_t id, const char *func, size_t
     rc |= msgpack_pack_int(pk, o ? o->priority : 0);
     rc |= msgpack_pack_int(pk, o ? o->retries : 0);
     rc |= mp_pack_cstr(pk, o ? o->name : NULL);
+    if (xo->size)
+        rc |= mp_pack_raw(pk, xo->data, xo->size);
     return rc ? -1 : 0;
 }
 
@@ -195,7 +524,8 @@ static int s_pack_item(msgpack_packer *pk, uint64_t id, const char *func, size_t
 static int s_submit_remote(shoal_client_t *c, const char *func, size_t flen,
                            const void *const *args, const size_t *lens, size_t n,
                            s_item_t *items, const shoal_submit_opts_t *o,
-                           shoal_future_t **out, shoal_error_t *err)
+                           const msgpack_sbuffer *xo, shoal_future_t **out,
+                           shoal_error_t *err)
 {
     size_t made = 0;
     pthread_mutex_lock(&c->mu);
@@ -249,7 +579,7 @@ static int s_submit_remote(shoal_client_t *c, const char *func, size_t flen,
         }
         if ((o && o->name && !(f->name = strdup(o->name))) ||
             s_pack_item(proto_batch_add(&c->sub->b), id, func, flen, args[made - 1],
-                        lens[made - 1], &items[made - 1], o) < 0) {
+                        lens[made - 1], &items[made - 1], o, xo) < 0) {
             client_fail(err, ENOMEM, "out of memory submitting %zu task(s)", n);
             goto error;
         }
@@ -438,18 +768,26 @@ int shoal_map(shoal_client_t *c, const char *func, const void *const *args,
     if (flen == 0 || flen > CLIENT_MAX_FUNC)
         return client_fail(err, EINVAL, "function name must be 1 to %d bytes long",
                            CLIENT_MAX_FUNC);
-    if (s_check_opts(opts, err) < 0)
+    msgpack_sbuffer xo;
+    msgpack_sbuffer_init(&xo);
+    if (s_check_opts(opts, &xo, err) < 0) {
+        int e = errno;
+        msgpack_sbuffer_destroy(&xo);
+        errno = e;
         return -1;
-    if (n == 0)
-        return 0;
-    if (n > CLIENT_N_MAX)
-        return client_fail(err, EINVAL, "too many tasks in one call");
+    }
+    if (n == 0 || n > CLIENT_N_MAX) {
+        msgpack_sbuffer_destroy(&xo);
+        return n ? client_fail(err, EINVAL, "too many tasks in one call") : 0;
+    }
 
     /* Validate the arguments (and find the future references in them)
      * before taking the lock: the parse need not block the I/O thread. */
     s_item_t one, *items = &one;
-    if (n > 1 && !(items = calloc(n, sizeof *items)))
+    if (n > 1 && !(items = calloc(n, sizeof *items))) {
+        msgpack_sbuffer_destroy(&xo);
         return client_fail(err, ENOMEM, "out of memory submitting %zu tasks", n);
+    }
     memset(items, 0, (n > 1 ? n : 1) * sizeof *items);
     int rc = -1;
     for (size_t i = 0; i < n; i++) {
@@ -472,9 +810,10 @@ int shoal_map(shoal_client_t *c, const char *func, const void *const *args,
     if (c->inline_mode)
         rc = s_submit_inline(c, func, flen, args, lens, n, items, opts, out, err);
     else
-        rc = s_submit_remote(c, func, flen, args, lens, n, items, opts, out, err);
+        rc = s_submit_remote(c, func, flen, args, lens, n, items, opts, &xo, out, err);
 out:;
     int e = errno;
+    msgpack_sbuffer_destroy(&xo);
     s_items_free(items, n);
     if (items != &one)
         free(items);
@@ -574,12 +913,29 @@ static int s_fail_future(const shoal_future_t *f, int st, shoal_error_t *err)
     return client_fail(err, EIO, "task %s failed%s: %s", label, where, text);
 }
 
+/* A FINISHED future whose bytes are still on workers: fetch them (under
+ * the lock).  Returns the status after: FINISHED with the bytes here, or
+ * ERROR if the result was lost; -1 (with err) if the wait failed. */
+static int s_get_bytes(shoal_future_t *f, double timeout, shoal_error_t *err)
+{
+    shoal_client_t *c = f->c;
+    pthread_mutex_lock(&c->mu);
+    int rc = client_fetch_wait_locked(c, f, timeout, err);
+    int st = f->status;
+    pthread_mutex_unlock(&c->mu);
+    return rc < 0 ? -1 : st;
+}
+
 int shoal_result(shoal_future_t *f, double timeout, const void **data, size_t *len,
                  shoal_error_t *err)
 {
     if (!f)
         return client_fail(err, EINVAL, "shoal_result: no future");
     int st = s_wait_one(f, timeout, err);
+    if (st < 0)
+        return -1;
+    if (st == SHOAL_FINISHED && __atomic_load_n(&f->remote, __ATOMIC_ACQUIRE))
+        st = s_get_bytes(f, timeout, err);
     if (st < 0)
         return -1;
     if (st != SHOAL_FINISHED)
@@ -680,13 +1036,19 @@ int shoal_gather(shoal_future_t *const *fs, size_t n, double timeout, shoal_erro
     /* Walk the futures in order, sleeping on the first that is pending: each
      * future is looked at once after it completes, so gathering n futures
      * costs O(n) plus one check per wakeup.  The first failure in array order
-     * ends the gather. */
-    size_t i = 0;
+     * ends the gather.  Results kept on workers are asked for as they are
+     * met (the I/O thread fetches them all in parallel, many per request),
+     * and waited for at the end. */
+    size_t i = 0, nremote = 0;
     int st = SHOAL_FINISHED;
     pthread_mutex_lock(&c->mu);
     while (i < n) {
         st = fs[i]->status;
         if (st == SHOAL_FINISHED) {
+            if (fs[i]->remote) {
+                client_fetch_locked(c, fs[i]);
+                nremote++;
+            }
             i++;
             continue;
         }
@@ -696,6 +1058,31 @@ int shoal_gather(shoal_future_t *const *fs, size_t n, double timeout, shoal_erro
             client_cond_wait(c, timeout < 0 ? NULL : &deadline) == ETIMEDOUT) {
             if (fs[i]->status == SHOAL_PENDING)
                 break;
+        }
+    }
+    if (i == n && nremote) {
+        /* The transfers: as for shoal_result, what is left of the timeout
+         * but at least CLIENT_FETCH_WAIT_MIN. */
+        double left = timeout;
+        if (timeout > 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            left = (double)(deadline.tv_sec - now.tv_sec) +
+                   (double)(deadline.tv_nsec - now.tv_nsec) / 1e9;
+            if (left < 0)
+                left = 0;
+        }
+        for (size_t j = 0; j < n; j++) {
+            if (fs[j]->status == SHOAL_FINISHED && fs[j]->remote &&
+                client_fetch_wait_locked(c, fs[j], left, err) < 0) {
+                pthread_mutex_unlock(&c->mu);
+                return -1;
+            }
+            if (fs[j]->status != SHOAL_FINISHED) {
+                i = j;
+                st = fs[j]->status;
+                break;
+            }
         }
     }
     pthread_mutex_unlock(&c->mu);

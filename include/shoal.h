@@ -87,9 +87,21 @@ typedef struct shoal_submit_opts {
     int priority;      /* higher runs first; default 0 */
     int retries;       /* times to rerun a task that failed; default 0 */
     const char *name;  /* optional label shown in errors and status */
+    /* Resources the task needs while it runs, as "NAME=AMOUNT[,...]"
+     * (e.g. "GPU=1,MEM=4e9"): it runs only on a worker that declared them
+     * (shoal-worker --resources) and has that much free, and holds them
+     * while it runs.  Names are 1 to 64 letters, digits, '_', '-' or '.',
+     * each given once; amounts are positive numbers.  A malformed string
+     * fails the submission with EINVAL and says what is wrong.  NULL: none. */
+    const char *resources;
+    /* Restrict the task to these workers (NULL-terminated list of worker
+     * names, at most 1024).  NULL or an empty list: any worker. */
+    const char *const *workers;
 } shoal_submit_opts_t;
 
 /* Submit `func` with arguments `args` (`len` bytes of ONE MessagePack array).
+ * (Inline clients validate `resources` and `workers` but ignore them: they
+ * are their own and only worker.)
  * A future packed into the arguments with shoal_pack_future() makes this task
  * depend on it: the task runs after it, with its result in place of the
  * reference.  `opts` may be NULL.  The bytes are copied. */
@@ -165,7 +177,20 @@ const char *shoal_future_worker(const shoal_future_t *f);
 
 /* Wait up to `timeout` for f.  On success *data and *len are its result: the bytes
  * of one MessagePack object, owned by the future.  A failed or cancelled task
- * fails with its error text in err (errno EIO / ECANCELED). */
+ * fails with its error text in err (errno EIO / ECANCELED).
+ *
+ * Where results live: a small result (up to 64 KiB packed) comes with the
+ * news that the task finished.  A larger one stays on the worker that made
+ * it (other tasks that use it fetch it from there); the future is FINISHED
+ * and its bytes are fetched from a worker holding them the first time they
+ * are asked for here (shoal_result and the calls built on it,
+ * shoal_gather), straight from that worker, never through the scheduler.
+ * `timeout` bounds the wait for the task; the transfer of a finished
+ * result is given at least 60 s whatever `timeout` is, so a 0 timeout
+ * returns the bytes of a finished task.  If no holder can send them
+ * (workers gone), the scheduler is asked for them again and recomputes the
+ * result if it must; a result that cannot be had at all turns the future
+ * to SHOAL_ERROR ("... lost ..."). */
 int shoal_result(shoal_future_t *f, double timeout, const void **data, size_t *len,
                  shoal_error_t *err);
 
@@ -178,7 +203,10 @@ int shoal_result_i64(shoal_future_t *f, double timeout, int64_t *out, shoal_erro
 int shoal_result_f64(shoal_future_t *f, double timeout, double *out, shoal_error_t *err);
 
 /* Wait until all n futures finished.  Returns 0 if every one succeeded; -1 on
- * timeout (ETIMEDOUT) or if any failed (err names the first failed task). */
+ * timeout (ETIMEDOUT) or if any failed (err names the first failed task).
+ * Results kept on workers are fetched, all at once from their holders (see
+ * shoal_result), so that afterwards shoal_result with a 0 timeout returns
+ * every one without waiting. */
 int shoal_gather(shoal_future_t *const *fs, size_t n, double timeout, shoal_error_t *err);
 
 typedef enum shoal_wait_mode {
@@ -221,6 +249,11 @@ typedef struct shoal_worker_info {
     int nthreads;
     int running;          /* tasks being processed now */
     uint64_t completed;   /* tasks finished since it joined */
+    /* From schedulers with the data plane (zero / empty otherwise): */
+    char data[256];       /* its data endpoint, "tcp://HOST:PORT" */
+    uint64_t id;          /* the scheduler's id for it */
+    uint64_t stored_bytes; /* bytes of results it keeps */
+    int paused;           /* over its memory limit: takes no new tasks */
 } shoal_worker_info_t;
 
 typedef struct shoal_status_info {
@@ -234,6 +267,34 @@ typedef struct shoal_status_info {
 int shoal_status(shoal_client_t *c, shoal_status_info_t *out, double timeout,
                  shoal_error_t *err);
 void shoal_status_free(shoal_status_info_t *s);
+
+/* --- Scatter: data from here onto the workers ------------------------------- */
+
+/* Put n pieces of data on the workers and get futures for them, usable as
+ * task arguments (shoal_pack_future) like any result: tasks that use one
+ * run where it is or fetch it from there.  data[i] is lens[i] bytes of ONE
+ * packed MessagePack object (validated; copied).  Each piece goes to one
+ * worker, round robin over the workers that are not paused (continuing
+ * where the previous scatter of this client stopped), or with `broadcast`
+ * to every worker (for data every task needs).  The bytes go straight to
+ * the workers' data endpoints; the call returns once every piece is
+ * stored on its worker(s) and the scheduler knows where (a worker that
+ * fails is replaced by the next one; for broadcast, missing workers are
+ * tolerated as long as one has each piece).  The futures are FINISHED at
+ * once.  Pieces up to 64 KiB are also kept here, so shoal_result on them
+ * costs nothing; larger ones are fetched back from a worker if asked for.
+ * All or nothing: on failure no future is returned (and whatever did reach
+ * a worker is released).  Pieces are at most 1 GiB less 4 KiB each.
+ * Inline clients just make finished futures.  Scattered data cannot be
+ * recomputed: if every worker holding a piece is lost, its future and the
+ * tasks using it fail. */
+int shoal_scatter(shoal_client_t *c, const void *const *data, const size_t *lens, size_t n,
+                  int broadcast, shoal_future_t **out, shoal_error_t *err);
+
+/* The same for raw bytes: piece i is stored as a MessagePack bin of
+ * lens[i] bytes (what a task gets as that argument). */
+int shoal_scatter_bytes(shoal_client_t *c, const void *const *data, const size_t *lens,
+                        size_t n, int broadcast, shoal_future_t **out, shoal_error_t *err);
 
 /* --- Task graphs -------------------------------------------------------------- */
 
@@ -302,7 +363,9 @@ int shoal_graph_add_value(shoal_graph_t *g, const char *key, const void *packed,
  * values) before the task runs.  References to existing futures
  * (shoal_pack_future) are allowed too.  Keys may be referred to before they
  * are added.  `opts` may be NULL; its priority and retries apply, its name is
- * ignored (the key names the task).  -1 with errno as shoal_graph_add_value. */
+ * ignored (the key names the task), and so are its resources and workers
+ * (graph tasks are placed without restrictions).  -1 with errno as
+ * shoal_graph_add_value. */
 int shoal_graph_add_task(shoal_graph_t *g, const char *key, const char *func,
                          const void *args, size_t len, const shoal_submit_opts_t *opts,
                          shoal_error_t *err);

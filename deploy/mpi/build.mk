@@ -3,7 +3,7 @@
 # Open MPI's compiler flags (mpicc --showme), so `make deps` installs it.
 #
 #   bin/shoal-mpi                       the launcher
-#   lib/libshoal_mpi.{a,so}             the C call (link -lshoal_mpi -lshoal + MPI)
+#   lib/libshoal_mpi.{a,so}             the C call (link -lshoal_mpi -lshoal + MPI, any order)
 #   build/deploy/mpi/shoal-mpi-testprog an MPI test program for tests/test_deploy_mpi.c
 
 # The main Makefile sets .DEFAULT_GOAL := all, so the rules below may come
@@ -16,15 +16,11 @@ MPI_HAVE_MPICC := $(shell command -v mpicc 2>/dev/null)
 # -isystem: MPI's headers are not ours to hold to -Werror.
 MPI_CFLAGS := $(if $(MPI_HAVE_MPICC),$(patsubst -I%,-isystem %,$(shell mpicc --showme:compile 2>/dev/null)))
 MPI_LIBS   := $(if $(MPI_HAVE_MPICC),$(shell mpicc --showme:link 2>/dev/null))
-# Debian's Open MPI uses the system libevent, and libev (which libshoal
-# needs) exports libevent's names too (event_add...): whichever library the
-# loader meets first serves Open MPI, and libev's crashes MPI_Init.  Naming
-# libmpi's libevent libraries first among libshoal_mpi.so's dependencies puts
-# them ahead of libev for every program that links -lshoal_mpi before -lshoal
-# (and does not need libev itself); our own MPI programs name them first.
-MPI_EVENT_LIBS := $(if $(MPI_HAVE_MPICC),$(shell ldd $(firstword $(shell mpicc --showme:libdirs 2>/dev/null))/libmpi.so 2>/dev/null | \
-                    sed -n 's/^[[:space:]]*\(libevent[^ ]*\.so[^ ]*\) =>.*/-l:\1/p'))
-MPI_EVENT_FIRST := -Wl,--push-state,--no-as-needed $(MPI_EVENT_LIBS) -Wl,--pop-state
+# Debian's Open MPI uses the system libevent, and libev exports libevent's
+# names too (event_add...): a program with both would give Open MPI whichever
+# the loader meets first, and libev's crashes MPI_Init.  Nothing here links
+# libev: libshoal does not use it (its I/O thread runs on zmq_poll), and the
+# MPI programs are linked with LIB_LDLIBS, the libraries without -lev.
 
 MPI_LIB_OBJ  := build/deploy/mpi/mpirole.o build/deploy/mpi/shoal_mpi.o
 MPI_LIB_OUT  := lib/libshoal_mpi.a lib/libshoal_mpi.so
@@ -45,25 +41,27 @@ build/deploy/mpi/%.o: deploy/mpi/%.c | shoal-mpi-check
 
 bin/shoal-mpi: build/deploy/mpi/main.o build/deploy/mpi/mpirole.o build/libshoal_common.a
 	@mkdir -p bin
-	$(CC) $(LDFLAGS) -o $@ $(MPI_EVENT_FIRST) $^ $(MPI_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(MPI_LIBS) $(LIB_LDLIBS)
 
-# The static library leaves log/util to libshoal, which its users link anyway.
-lib/libshoal_mpi.a: $(MPI_LIB_OBJ)
+# The static library carries the log and util modules it uses: libshoal.so
+# exports only the public API (shoal_*).  With libshoal.a as well, the
+# linker takes each from whichever archive it meets first (same code).
+MPI_LIB_COMMON := build/common/log.o build/common/util.o
+lib/libshoal_mpi.a: $(MPI_LIB_OBJ) $(MPI_LIB_COMMON)
 	@mkdir -p lib
 	rm -f $@ && ar rcs $@ $^
 
 # The shared one carries its own copy of them, hidden (--exclude-libs).
 lib/libshoal_mpi.so: $(MPI_LIB_OBJ) build/libshoal_common.a
 	@mkdir -p lib
-	$(CC) -shared -Wl,-soname,libshoal_mpi.so $(LDFLAGS) -o $@ \
-	      $(MPI_EVENT_FIRST) $(MPI_LIB_OBJ) \
-	      build/libshoal_common.a -Wl,--exclude-libs,ALL $(MPI_LIBS) $(LDLIBS)
+	$(CC) -shared -Wl,-soname,libshoal_mpi.so $(LDFLAGS) -o $@ $(MPI_LIB_OBJ) \
+	      build/libshoal_common.a -Wl,--exclude-libs,ALL $(MPI_LIBS) $(LIB_LDLIBS)
 
 $(MPI_TESTPROG): build/deploy/mpi/test_prog.o lib/libshoal_mpi.so lib/libshoal.so
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(MPI_EVENT_FIRST) $< -Llib -lshoal_mpi -lshoal \
+	$(CC) $(LDFLAGS) -o $@ $< -Llib -lshoal -lshoal_mpi \
 	      -Wl,-rpath,'$$ORIGIN/../../../lib' \
-	      $(MPI_LIBS) $(LDLIBS)
+	      $(MPI_LIBS) $(LIB_LDLIBS)
 
 # The end-to-end test runs the test program (and bin/shoal-mpi, in `all`).
 build/test/e2e/test_deploy_mpi: $(MPI_TESTPROG)
