@@ -4,11 +4,14 @@
  *
  * Receiving always consumes every part of a multipart message, even a
  * malformed one, so that the next proto_recv starts at a message boundary.
- * Bodies are checked by a cheap pre-scan before msgpack_unpack sees them:
- * msgpack-c allocates a container's slots from the declared element count,
- * so a 5-byte body announcing 2^32 elements would otherwise make it try to
- * allocate ~100 GB.  The pre-scan refuses any container that claims more
- * elements than there are bytes left, which bounds the decode to about
+ * Bodies are decoded by our own one-pass decoder (s_decode) into the same
+ * msgpack_object trees msgpack_unpack builds, validating as it goes.  It
+ * replaced a pre-scan followed by msgpack_unpack: msgpack-c allocates a
+ * container's slots from the declared element count, so a 5-byte body
+ * announcing 2^32 elements would make it try to allocate ~100 GB, and the
+ * pre-scan that prevented that walked every body a second time.  The
+ * decoder refuses any container that claims more elements than there are
+ * bytes left before allocating anything for it, which bounds a decode to
  * sizeof(msgpack_object) bytes per body byte.
  */
 #include "proto.h"
@@ -92,88 +95,274 @@ const char *proto_type_name(int type)
     }
 }
 
-/* ---- body pre-scan ------------------------------------------------------ */
+/* ---- body decoding ------------------------------------------------------- */
 
 static inline uint32_t s_be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
 static inline uint32_t s_be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
+static inline uint64_t s_be64(const uint8_t *p)
+{
+    return (uint64_t)s_be32(p) << 32 | s_be32(p + 4);
+}
+
+/* Containers nested deeper than this are refused (msgpack-c's own parser
+ * stops at the same depth; no shoal message comes close). */
+#define DECODE_MAX_DEPTH 32
+
+/* A container being filled: where its next element goes, how many are left
+ * (a map of n pairs is filled as 2n objects: msgpack_object_kv is a key
+ * object followed by a value object). */
+typedef struct dframe {
+    msgpack_object *next;
+    size_t left;
+} dframe_t;
 
 /*
- * Check that buf holds exactly one well-formed MessagePack object and that
- * no container claims more elements than could possibly follow.  Iterative:
- * `pending` counts objects still expected; each container adds its element
- * count.  Since every object takes at least one byte, pending may never
- * exceed the bytes left.
+ * Decode buf[0..len), which must be exactly one MessagePack object, into
+ * *root, allocating containers' element arrays from z.  Strings, binaries
+ * and extension data point into buf (which must outlive the objects).
+ * One pass, no recursion.  The same checks the former pre-scan made keep
+ * the allocation in proportion to the input: every object takes at least
+ * one byte, so the objects still expected may never outnumber the bytes
+ * left; a container that claims more is refused before anything is
+ * allocated for it, and the element arrays of a body of n bytes take at
+ * most n * sizeof(msgpack_object) bytes.
+ *
+ * The container being filled is kept in locals (next, left); the ones
+ * around it are saved on st[], and `outer` is the sum of their `left`, so
+ * that outer + left is the number of objects still expected after the one
+ * being read.
+ *
+ * 0, or -1 with errno EBADMSG (malformed) or ENOMEM.
  */
-static int s_prescan(const uint8_t *buf, size_t len)
+static int s_decode(const uint8_t *buf, size_t len, msgpack_zone *z, msgpack_object *root)
 {
-    size_t off = 0;
-    uint64_t pending = 1;
-    while (pending > 0) {
-        if (off >= len)
-            return -1;
-        uint8_t c = buf[off++];
-        size_t skip = 0;   /* payload bytes after the type byte (and length) */
-        uint64_t elems = 0; /* objects this one contains */
-        size_t lenbytes = 0;
+    dframe_t st[DECODE_MAX_DEPTH];
+    int depth = 0;
+    const uint8_t *p = buf, *end = buf + len;
+    msgpack_object *next = root;
+    size_t left = 1, outer = 0;
 
-        if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
-            /* fixint, nil, bool */
-        } else if ((c & 0xe0) == 0xa0) {
-            skip = c & 0x1f;                    /* fixstr */
-        } else if ((c & 0xf0) == 0x90) {
-            elems = c & 0x0f;                   /* fixarray */
-        } else if ((c & 0xf0) == 0x80) {
-            elems = 2u * (c & 0x0f);            /* fixmap */
-        } else {
-            switch (c) {
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: case 0xca: skip = 4; break;
-            case 0xcf: case 0xd3: case 0xcb: skip = 8; break;
-            case 0xd4: skip = 2; break;          /* fixext 1: type + 1 */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xc4: case 0xd9: lenbytes = 1; break; /* bin8, str8 */
-            case 0xc5: case 0xda: lenbytes = 2; break;
-            case 0xc6: case 0xdb: lenbytes = 4; break;
-            case 0xc7: lenbytes = 1; break;      /* ext8: len + type */
-            case 0xc8: lenbytes = 2; break;
-            case 0xc9: lenbytes = 4; break;
-            case 0xdc: case 0xde: lenbytes = 2; break; /* array16, map16 */
-            case 0xdd: case 0xdf: lenbytes = 4; break;
-            default:
-                return -1; /* 0xc1 is never used */
+    for (;;) {
+        while (left == 0) {
+            if (depth == 0)
+                goto done;
+            depth--;
+            next = st[depth].next;
+            left = st[depth].left;
+            outer -= left;
+        }
+        msgpack_object *o = next++;
+        left--;
+        if (p >= end)
+            goto bad;
+        uint8_t c = *p++;
+        size_t n; /* container elements, or payload bytes */
+        size_t lb; /* bytes of a length field */
+        int map = 0;
+
+        switch (c) {
+        case 0x00 ... 0x7f:
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = c;
+            continue;
+        case 0xe0 ... 0xff:
+            o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+            o->via.i64 = (int8_t)c;
+            continue;
+        case 0x80 ... 0x8f:
+            n = c & 0x0f;
+            map = 1;
+            goto container;
+        case 0x90 ... 0x9f:
+            n = c & 0x0f;
+            goto container;
+        case 0xa0 ... 0xbf:
+            n = c & 0x1f;
+            goto str;
+        case 0xc0:
+            o->type = MSGPACK_OBJECT_NIL;
+            continue;
+        case 0xc2:
+        case 0xc3:
+            o->type = MSGPACK_OBJECT_BOOLEAN;
+            o->via.boolean = c == 0xc3;
+            continue;
+        case 0xc4: case 0xc5: case 0xc6:        /* bin 8/16/32 */
+            lb = c == 0xc4 ? 1 : c == 0xc5 ? 2 : 4;
+            if ((size_t)(end - p) < lb)
+                goto bad;
+            n = lb == 1 ? p[0] : lb == 2 ? s_be16(p) : s_be32(p);
+            p += lb;
+            if ((size_t)(end - p) < n)
+                goto bad;
+            o->type = MSGPACK_OBJECT_BIN;
+            o->via.bin.size = (uint32_t)n;
+            o->via.bin.ptr = (const char *)p;
+            p += n;
+            continue;
+        case 0xc7: case 0xc8: case 0xc9:        /* ext 8/16/32: len, type, data */
+            lb = c == 0xc7 ? 1 : c == 0xc8 ? 2 : 4;
+            if ((size_t)(end - p) < lb + 1)
+                goto bad;
+            n = lb == 1 ? p[0] : lb == 2 ? s_be16(p) : s_be32(p);
+            p += lb;
+            if ((size_t)(end - p) - 1 < n)
+                goto bad;
+            o->type = MSGPACK_OBJECT_EXT;
+            o->via.ext.type = (int8_t)p[0];
+            o->via.ext.size = (uint32_t)n;
+            o->via.ext.ptr = (const char *)p + 1;
+            p += 1 + n;
+            continue;
+        case 0xca: {
+            if (end - p < 4)
+                goto bad;
+            union { uint32_t u; float f; } v = {.u = s_be32(p)};
+            p += 4;
+            o->type = MSGPACK_OBJECT_FLOAT32;
+            o->via.f64 = v.f;
+            continue;
+        }
+        case 0xcb: {
+            if (end - p < 8)
+                goto bad;
+            union { uint64_t u; double d; } v = {.u = s_be64(p)};
+            p += 8;
+            o->type = MSGPACK_OBJECT_FLOAT64;
+            o->via.f64 = v.d;
+            continue;
+        }
+        case 0xcc:
+            if (end - p < 1)
+                goto bad;
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = p[0];
+            p += 1;
+            continue;
+        case 0xcd:
+            if (end - p < 2)
+                goto bad;
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = s_be16(p);
+            p += 2;
+            continue;
+        case 0xce:
+            if (end - p < 4)
+                goto bad;
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = s_be32(p);
+            p += 4;
+            continue;
+        case 0xcf:
+            if (end - p < 8)
+                goto bad;
+            o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            o->via.u64 = s_be64(p);
+            p += 8;
+            continue;
+        case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+            size_t nb = (size_t)1 << (c - 0xd0);
+            if ((size_t)(end - p) < nb)
+                goto bad;
+            int64_t v = nb == 1 ? (int8_t)p[0] : nb == 2 ? (int16_t)s_be16(p)
+                      : nb == 4 ? (int32_t)s_be32(p) : (int64_t)s_be64(p);
+            p += nb;
+            /* As msgpack-c does: a signed encoding of a value >= 0 is a
+             * positive integer. */
+            if (v < 0) {
+                o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+                o->via.i64 = v;
+            } else {
+                o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+                o->via.u64 = (uint64_t)v;
             }
-            if (lenbytes) {
-                if (len - off < lenbytes)
-                    return -1;
-                uint32_t n = lenbytes == 1 ? buf[off]
-                           : lenbytes == 2 ? s_be16(buf + off) : s_be32(buf + off);
-                off += lenbytes;
-                if (c == 0xdc || c == 0xdd)
-                    elems = n;
-                else if (c == 0xde || c == 0xdf)
-                    elems = 2ull * n;
-                else if (c >= 0xc7 && c <= 0xc9)
-                    skip = (size_t)n + 1; /* ext: type byte + data */
-                else
-                    skip = n;
+            continue;
+        }
+        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: /* fixext 1..16 */
+            n = (size_t)1 << (c - 0xd4);
+            if ((size_t)(end - p) < 1 + n)
+                goto bad;
+            o->type = MSGPACK_OBJECT_EXT;
+            o->via.ext.type = (int8_t)p[0];
+            o->via.ext.size = (uint32_t)n;
+            o->via.ext.ptr = (const char *)p + 1;
+            p += 1 + n;
+            continue;
+        case 0xd9: case 0xda: case 0xdb:        /* str 8/16/32 */
+            lb = c == 0xd9 ? 1 : c == 0xda ? 2 : 4;
+            if ((size_t)(end - p) < lb)
+                goto bad;
+            n = lb == 1 ? p[0] : lb == 2 ? s_be16(p) : s_be32(p);
+            p += lb;
+            goto str;
+        case 0xdc: case 0xdd:                   /* array 16/32 */
+        case 0xde: case 0xdf:                   /* map 16/32 */
+            lb = (c == 0xdc || c == 0xde) ? 2 : 4;
+            if ((size_t)(end - p) < lb)
+                goto bad;
+            n = lb == 2 ? s_be16(p) : s_be32(p);
+            p += lb;
+            map = c >= 0xde;
+            goto container;
+        default:
+            goto bad; /* 0xc1: never used */
+        }
+
+    str:
+        if ((size_t)(end - p) < n)
+            goto bad;
+        o->type = MSGPACK_OBJECT_STR;
+        o->via.str.size = (uint32_t)n;
+        o->via.str.ptr = (const char *)p;
+        p += n;
+        continue;
+
+    container: {
+        size_t elems = map ? 2 * n : n;
+        /* Everything still expected must fit in what is left. */
+        if (outer + left + elems > (size_t)(end - p))
+            goto bad;
+        /* An empty container points somewhere valid, as msgpack-c's do. */
+        static msgpack_object no_elems[1];
+        msgpack_object *kids = no_elems;
+        if (elems) {
+            if (depth == DECODE_MAX_DEPTH)
+                goto bad;
+            kids = msgpack_zone_malloc(z, elems * sizeof(msgpack_object));
+            if (!kids) {
+                errno = ENOMEM;
+                return -1;
             }
         }
-        if (len - off < skip)
-            return -1;
-        off += skip;
-        pending--;
-        pending += elems;
-        if (pending > len - off)
-            return -1;
+        if (map) {
+            o->type = MSGPACK_OBJECT_MAP;
+            o->via.map.size = (uint32_t)n;
+            o->via.map.ptr = (msgpack_object_kv *)kids;
+        } else {
+            o->type = MSGPACK_OBJECT_ARRAY;
+            o->via.array.size = (uint32_t)n;
+            o->via.array.ptr = kids;
+        }
+        if (elems) {
+            st[depth].next = next;
+            st[depth].left = left;
+            depth++;
+            outer += left;
+            next = kids;
+            left = elems;
+        }
     }
-    return off == len ? 0 : -1;
+    }
+done:
+    if (p != end)
+        goto bad; /* trailing bytes */
+    return 0;
+bad:
+    errno = EBADMSG;
+    return -1;
 }
 
 /* ---- receive ------------------------------------------------------------ */
@@ -211,13 +400,9 @@ static int s_decode_body(proto_msg_t *m)
         m->body.type = MSGPACK_OBJECT_NIL;
         return 0;
     }
-    if (s_prescan(data, len) < 0) {
-        errno = EBADMSG;
-        return -1;
-    }
-    /* Objects take 24 bytes each and at most one per body byte; size the
-     * chunks so that a big batch needs few of them. */
-    size_t chunk = len * 4;
+    /* Element arrays take up to 24 bytes per body byte, typically a third
+     * of that; size the chunks so that a big batch needs few of them. */
+    size_t chunk = len * 8;
     if (chunk < 1024)
         chunk = 1024;
     if (chunk > (1u << 20))
@@ -227,16 +412,8 @@ static int s_decode_body(proto_msg_t *m)
         return -1;
     }
     m->inited |= PM_ZONE;
-    size_t off = 0;
-    msgpack_unpack_return r =
-        msgpack_unpack((const char *)data, len, &off, &m->zone, &m->body);
-    /* EXTRA_BYTES (trailing data), CONTINUE (truncated) and PARSE_ERROR are
-     * malformed input.  So is NOMEM in practice: msgpack-c reports nesting
-     * deeper than its fixed parse stack (32 levels) that way, and the
-     * pre-scan has already bounded the memory a legitimate body can use. */
-    if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
+    if (s_decode(data, len, &m->zone, &m->body) < 0) {
         m->body.type = MSGPACK_OBJECT_NIL;
-        errno = EBADMSG;
         return -1;
     }
     return 0;

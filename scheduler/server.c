@@ -205,6 +205,34 @@ static void s_clean_copy(char *dst, size_t cap, const char *src, size_t n)
     dst[n] = '\0';
 }
 
+/*
+ * Prefetch distances for batch handlers (see sched_prefetch): the id map's
+ * line PF_MAP items ahead, the record PF_TASK items ahead, once its line has
+ * had time to arrive.
+ */
+#define PF_MAP 16
+#define PF_TASK 8
+
+/* The id of batch item it if it is an integer (the first field of an array
+ * item, or the item itself), else 0.  Only a hint for prefetching: the item
+ * is validated when its turn comes. */
+static inline uint64_t s_hint_id(const msgpack_object *it)
+{
+    if (it->type == MSGPACK_OBJECT_ARRAY && it->via.array.size > 0)
+        it = it->via.array.ptr;
+    return it->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? it->via.u64 : 0;
+}
+
+/* Before handling item i of n: prefetch for the items further on. */
+static inline void s_prefetch_items(server_t *srv, const msgpack_object *items, size_t i,
+                                    size_t n, int record)
+{
+    if (i + PF_MAP < n)
+        sched_prefetch(srv->sched, s_hint_id(&items[i + PF_MAP]));
+    if (record && i + PF_TASK < n)
+        sched_prefetch_task(srv->sched, s_hint_id(&items[i + PF_TASK]));
+}
+
 static uint64_t s_ident_key(const uint8_t *ident, size_t len)
 {
     uint64_t h = util_fnv1a64(ident, len);
@@ -357,8 +385,133 @@ static void s_batch_added(server_t *srv, peer_t *p, proto_batch_t *b)
         s_dirty(srv, p);
 }
 
+/* ---- packing items ------------------------------------------------------------------- */
+
+/*
+ * COMPUTE and RESULT items are packed by hand, straight into the batch's
+ * buffer: the size of an item is known before it is written, so the buffer
+ * grows once per item (at most), and each field is a few stores instead of
+ * a msgpack_sbuffer_write call per header and per body.  The encodings are
+ * the ones msgpack-c's packer chooses (the smallest), so the bytes on the
+ * wire are the same as before.
+ */
+
+/* Room for n more bytes at the end of the batch; where they start.  Out of
+ * memory aborts, as in proto_batch_add: half an item cannot be taken back,
+ * and a batch without it would be corrupt. */
+static uint8_t *s_batch_room(proto_batch_t *b, size_t n)
+{
+    msgpack_sbuffer *sb = &b->sbuf;
+    if (sb->alloc - sb->size < n) {
+        size_t cap = sb->alloc ? sb->alloc : MSGPACK_SBUFFER_INIT_SIZE;
+        while (cap - sb->size < n) {
+            if (cap > ((size_t)-1) / 2) {
+                cap = 0;
+                break;
+            }
+            cap *= 2;
+        }
+        char *d = cap ? realloc(sb->data, cap) : NULL;
+        if (!d) {
+            log_err("out of memory packing a %s batch", proto_type_name(b->type));
+            abort();
+        }
+        sb->data = d;
+        sb->alloc = cap;
+    }
+    return (uint8_t *)sb->data + sb->size;
+}
+
+static inline uint8_t *s_put_be(uint8_t *o, uint64_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--)
+        *o++ = (uint8_t)(v >> (8 * i));
+    return o;
+}
+
+enum { U64_MAX_LEN = 9, HDR_MAX_LEN = 5 };
+
+static inline uint8_t *s_put_u64(uint8_t *o, uint64_t v)
+{
+    if (v < 128) {
+        *o++ = (uint8_t)v;
+        return o;
+    }
+    if (v < 256) {
+        *o++ = 0xcc;
+        return s_put_be(o, v, 1);
+    }
+    if (v < 65536) {
+        *o++ = 0xcd;
+        return s_put_be(o, v, 2);
+    }
+    if (v <= UINT32_MAX) {
+        *o++ = 0xce;
+        return s_put_be(o, v, 4);
+    }
+    *o++ = 0xcf;
+    return s_put_be(o, v, 8);
+}
+
+/* Header of a str (0xa0/0xd9/0xda/0xdb) or bin (-/0xc4/0xc5/0xc6) of n
+ * bytes; n < 2^32 (every payload here came out of one such object or is a
+ * short text). */
+static inline uint8_t *s_put_str_hdr(uint8_t *o, size_t n)
+{
+    if (n < 32) {
+        *o++ = (uint8_t)(0xa0 | n);
+        return o;
+    }
+    if (n < 256) {
+        *o++ = 0xd9;
+        return s_put_be(o, n, 1);
+    }
+    if (n < 65536) {
+        *o++ = 0xda;
+        return s_put_be(o, n, 2);
+    }
+    *o++ = 0xdb;
+    return s_put_be(o, n, 4);
+}
+
+static inline uint8_t *s_put_bin_hdr(uint8_t *o, size_t n)
+{
+    if (n < 256) {
+        *o++ = 0xc4;
+        return s_put_be(o, n, 1);
+    }
+    if (n < 65536) {
+        *o++ = 0xc5;
+        return s_put_be(o, n, 2);
+    }
+    *o++ = 0xc6;
+    return s_put_be(o, n, 4);
+}
+
+static inline uint8_t *s_put_array_hdr(uint8_t *o, size_t n)
+{
+    if (n < 16) {
+        *o++ = (uint8_t)(0x90 | n);
+        return o;
+    }
+    if (n < 65536) {
+        *o++ = 0xdc;
+        return s_put_be(o, n, 2);
+    }
+    *o++ = 0xdd;
+    return s_put_be(o, n, 4);
+}
+
+static inline uint8_t *s_put_bytes(uint8_t *o, const void *p, size_t n)
+{
+    if (n)
+        memcpy(o, p, n);
+    return o + n;
+}
+
 /* ---- state callbacks ------------------------------------------------------------------ */
 
+/* COMPUTE item: [id, func, args: bin, [[dep_id, result: bin]...]]. */
 static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
 {
     server_t *srv = ctx;
@@ -366,41 +519,62 @@ static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
     if (p->dead)
         return; /* about to be reaped: the task is put back then */
     size_t flen, alen, nd = sched_task_ndeps(t);
-    const char *func = sched_task_func(t, &flen);
+    const void *func = sched_task_func_packed(t, &flen);
     const void *args;
     sched_task_args(t, &args, &alen);
-    msgpack_packer *pk = proto_batch_add(&p->out);
-    msgpack_pack_array(pk, 4);
-    msgpack_pack_uint64(pk, sched_task_id(t));
-    mp_pack_strn(pk, func, flen);
-    mp_pack_bin(pk, args, alen);
-    msgpack_pack_array(pk, (uint32_t)nd);
+    size_t need = 1 + U64_MAX_LEN + flen + HDR_MAX_LEN + alen + HDR_MAX_LEN;
     for (size_t i = 0; i < nd; i++) {
         uint64_t did;
         const void *res;
         size_t rlen;
         sched_task_dep(t, i, &did, &res, &rlen);
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_uint64(pk, did);
-        mp_pack_bin(pk, res, rlen);
+        need += 1 + U64_MAX_LEN + HDR_MAX_LEN + rlen;
     }
+    proto_batch_add(&p->out);
+    uint8_t *o = s_batch_room(&p->out, need), *start = o;
+    *o++ = 0x94;
+    o = s_put_u64(o, sched_task_id(t));
+    o = s_put_bytes(o, func, flen);
+    o = s_put_bin_hdr(o, alen);
+    o = s_put_bytes(o, args, alen);
+    o = s_put_array_hdr(o, nd);
+    for (size_t i = 0; i < nd; i++) {
+        uint64_t did;
+        const void *res;
+        size_t rlen;
+        sched_task_dep(t, i, &did, &res, &rlen);
+        *o++ = 0x92;
+        o = s_put_u64(o, did);
+        o = s_put_bin_hdr(o, rlen);
+        o = s_put_bytes(o, res, rlen);
+    }
+    p->out.sbuf.size += (size_t)(o - start);
     s_batch_added(srv, p, &p->out);
 }
 
+/* RESULT item: [id, status, payload: bin (ok) or str, worker: str or nil]. */
 static void s_pack_result(server_t *srv, peer_t *p, uint64_t id, int status,
                           const void *payload, size_t len, const char *worker)
 {
     if (p->dead)
         return;
-    msgpack_packer *pk = proto_batch_add(&p->out);
-    msgpack_pack_array(pk, 4);
-    msgpack_pack_uint64(pk, id);
-    msgpack_pack_int(pk, status);
-    if (status == TASK_OK)
-        mp_pack_bin(pk, payload, len);
-    else
-        mp_pack_strn(pk, payload, len);
-    mp_pack_cstr(pk, worker);
+    size_t wlen = worker ? strlen(worker) : 0;
+    proto_batch_add(&p->out);
+    uint8_t *o = s_batch_room(&p->out, 1 + U64_MAX_LEN + 1 + HDR_MAX_LEN + len +
+                                           HDR_MAX_LEN + wlen);
+    uint8_t *start = o;
+    *o++ = 0x94;
+    o = s_put_u64(o, id);
+    *o++ = (uint8_t)status; /* TASK_OK, TASK_ERR or TASK_CANCELLED: a fixint */
+    o = status == TASK_OK ? s_put_bin_hdr(o, len) : s_put_str_hdr(o, len);
+    o = s_put_bytes(o, payload, len);
+    if (worker) {
+        o = s_put_str_hdr(o, wlen);
+        o = s_put_bytes(o, worker, wlen);
+    } else {
+        *o++ = 0xc0;
+    }
+    p->out.sbuf.size += (size_t)(o - start);
     s_batch_added(srv, p, &p->out);
 }
 
@@ -822,6 +996,8 @@ static void h_submit(server_t *srv, peer_t *p, proto_msg_t *m)
     size_t bad = 0;
     const char *first_why = NULL;
     for (size_t i = 0; i < n; i++) {
+        /* New ids: only the map line is worth loading. */
+        s_prefetch_items(srv, items, i, n, 0);
         const msgpack_object *it;
         size_t k;
         uint64_t id = 0;
@@ -857,6 +1033,7 @@ static void s_ids(server_t *srv, peer_t *p, proto_msg_t *m,
         return;
     }
     for (size_t i = 0; i < n; i++) {
+        s_prefetch_items(srv, items, i, n, 1);
         uint64_t id;
         if (mp_u64(&items[i], &id) < 0) {
             bad++;
@@ -1062,6 +1239,7 @@ static void h_task_done(server_t *srv, peer_t *p, proto_msg_t *m)
         return;
     }
     for (size_t i = 0; i < n; i++) {
+        s_prefetch_items(srv, items, i, n, 1);
         const msgpack_object *it;
         size_t k;
         uint64_t id, dur;

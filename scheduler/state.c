@@ -2,10 +2,15 @@
  * state.c - the scheduler's task graph and placement (see state.h).
  *
  * Data structures, and why:
- *   - tasks: a u64map from task id to record.  A record is ~170 bytes plus
- *     8 bytes per dependency; the function name is interned (refcounted, so
- *     a client cycling through names does not grow the table forever), args
- *     are one allocation, freed once the task finishes.
+ *   - tasks: a tmap (tmap.h: hashed with locality) from task id to record.
+ *     A record is 144 bytes plus 8 bytes per dependency; the function name
+ *     is interned (refcounted, so a client cycling through names does not
+ *     grow the table forever), args are one allocation, freed once the task
+ *     finishes.  Args and results of up to TASK_INLINE bytes (a no-op's, a
+ *     number, one future reference) live inside the record instead, and
+ *     records with at most POOL_DEPS dependencies are recycled through a
+ *     bounded free list: in the steady state a task costs no malloc at all,
+ *     and a record freed a moment ago is still in cache.
  *   - each pending task lists its distinct dependencies (pointers, valid
  *     because a task holds its dependencies: `nholders` keeps a dependency
  *     alive while any pending task needs it);
@@ -14,7 +19,14 @@
  *     dependency finishes, and checking the submission sequence number on
  *     lookup makes a stale entry harmless (even if the client reuses the id)
  *     without an O(n) removal from the list;
- *   - the ready queue is a binary heap on (priority desc, seq asc);
+ *   - the ready queue is ordered by (priority desc, seq asc).  Tasks usually
+ *     become ready in that very order (submitted at one priority, ready at
+ *     once), so it is two parts: a FIFO lane, a list that takes every task
+ *     that goes after its tail, O(1) in and out and touching only neighbours;
+ *     and a binary heap for the rest (priorities, dependencies that finish
+ *     out of order, tasks put back).  The first task is the better of the
+ *     two heads.  A heap alone costs log2(n) cache misses per task once a
+ *     few thousand tasks are ready;
  *   - workers with free capacity sit on two intrusive lists: "idle" (fewer
  *     tasks than threads) and "prefetch" (threads busy, queue not full).
  *     Placement takes the head of idle, else of prefetch, and moves the
@@ -35,6 +47,7 @@
 
 #include "log.h"
 #include "proto.h"
+#include "tmap.h"
 #include "u64map.h"
 #include "util.h"
 
@@ -42,11 +55,25 @@
 
 typedef struct sstr {
     struct sstr *next;   /* same-hash chain */
+    struct sstr *uprev, *unext; /* the list of unused names, while refs == 0 */
     uint64_t hash;
-    uint32_t refs;
+    /* How long this function's tasks take: an exponentially weighted
+     * average of duration_us (< 0: none measured yet), and the run length
+     * placement uses for them (s_chunk_for). */
+    double ewma_us;
+    uint32_t chunk;
+    uint32_t refs;       /* tasks using the name */
     uint32_t len;
-    char s[];
+    uint32_t hdrlen;     /* bytes of MessagePack str header in packed[] */
+    /* The name packed as a MessagePack str, then a NUL: every COMPUTE item
+     * copies these bytes as they are instead of packing the name again. */
+    uint8_t packed[];
 } sstr_t;
+
+static inline const char *s_str(const sstr_t *e)
+{
+    return (const char *)e->packed + e->hdrlen;
+}
 
 /* A dependent: its id and submission sequence number. */
 typedef struct dref {
@@ -61,7 +88,19 @@ enum {
     TF_INGC = 8,         /* on the gc stack */
     TF_INWORK = 16,      /* on a propagation stack */
     TF_PROPAGATED = 32,  /* its error is a dependency's failure */
+    TF_INLDATA = 64,     /* data is in data.inl, not data.ptr */
+    TF_POOLED = 128,     /* record has POOL_DEPS slots: recycle it */
 };
+
+/* Args and results this small are stored inside the record: a no-op's, a
+ * number, and the args of a task on one future (an array holding one
+ * 10-byte reference). */
+#define TASK_INLINE 16
+/* Records with room for this many dependencies are recycled... */
+#define POOL_DEPS 1
+/* ...and at most this many are kept for reuse (~11 MB): a burst of a
+ * million tasks does not pin its peak memory forever. */
+#define POOL_KEEP 65536
 
 struct sched_task {
     uint64_t id;
@@ -69,14 +108,22 @@ struct sched_task {
     sstr_t *func;
     char *name;                   /* NULL or label */
     /* args while pending, the packed result in MEMORY, "text\0worker\0" in
-     * ERRED (data_len = text length), NULL when CANCELLED */
-    uint8_t *data;
-    size_t data_len;
+     * ERRED (data_len = text length; never inline), NULL when CANCELLED.
+     * Read it through s_data(): up to TASK_INLINE bytes are inline. */
+    union {
+        uint8_t *ptr;
+        uint8_t inl[TASK_INLINE];
+    } data;
     sched_client_t *client;       /* NULL once released */
     sched_task_t *cprev, *cnext;  /* client's list; cnext: gc stack once released */
     sched_worker_t *worker;       /* PROCESSING only */
-    sched_task_t *wprev, *wnext;  /* worker's list; wnext: propagation stack when WAITING */
+    /* PROCESSING: the worker's list.  READY in the FIFO lane: that lane.
+     * WAITING: wnext threads the propagation stack of s_kill. */
+    sched_task_t *wprev, *wnext;
     dref_t *dependents;
+    /* Args and results came out of one bin (< 4 GiB); error texts are at
+     * most SCHED_MAX_ERROR. */
+    uint32_t data_len;
     uint32_t ndependents, capdependents;
     uint32_t ndeps;               /* entries in deps[] while TF_HOLDS */
     uint32_t npending;            /* deps not yet in MEMORY */
@@ -89,6 +136,49 @@ struct sched_task {
     uint8_t flags;
     sched_task_t *deps[];         /* distinct dependencies */
 };
+
+/* Memory per pending task is a target (docs/PERFORMANCE.md): a record with
+ * one dependency must stay in glibc's 160-byte chunks. */
+_Static_assert(sizeof(sched_task_t) + sizeof(sched_task_t *) <= 152,
+               "task record grew past its malloc size class");
+
+static inline const uint8_t *s_data(const sched_task_t *t)
+{
+    return (t->flags & TF_INLDATA) ? t->data.inl : t->data.ptr;
+}
+
+static inline void s_data_free(sched_task_t *t)
+{
+    if (!(t->flags & TF_INLDATA))
+        free(t->data.ptr);
+    t->flags &= (uint8_t)~TF_INLDATA;
+    t->data.ptr = NULL;
+    t->data_len = 0;
+}
+
+/* Make t's data a copy of p[0..n).  -1 (nothing changed) if out of memory
+ * or n does not fit the record's 32-bit length. */
+static int s_data_set(sched_task_t *t, const void *p, size_t n)
+{
+    if (n > UINT32_MAX)
+        return -1;
+    if (n <= TASK_INLINE) {
+        s_data_free(t);
+        if (n)
+            memcpy(t->data.inl, p, n);
+        t->flags |= TF_INLDATA;
+        t->data_len = (uint32_t)n;
+        return 0;
+    }
+    uint8_t *buf = malloc(n);
+    if (!buf)
+        return -1;
+    memcpy(buf, p, n);
+    s_data_free(t);
+    t->data.ptr = buf;
+    t->data_len = (uint32_t)n;
+    return 0;
+}
 
 enum { WL_NONE = 0, WL_IDLE, WL_PREFETCH };
 
@@ -120,11 +210,17 @@ typedef struct wlist {
 struct sched {
     sched_ops_t ops;
     void *ctx;
-    u64map_t *tasks;
+    tmap_t *tasks;                 /* id -> record */
     u64map_t *strs;                /* hash -> sstr_t chain */
     size_t nstrs;
-    sched_task_t **heap;
+    sched_task_t **heap;           /* ready tasks not in the FIFO lane */
     size_t nheap, capheap;
+    sched_task_t *rq_head, *rq_tail; /* the FIFO lane, through wprev/wnext */
+    sstr_t *last_str;              /* the name interned last (a cache) */
+    sstr_t *unused_head, *unused_tail; /* names no task uses, oldest first */
+    size_t nunused;
+    sched_task_t *pool_head, *pool_tail; /* records to reuse, through cnext */
+    size_t npool;
     sched_worker_t *workers;
     size_t nworkers;
     sched_client_t *clients;
@@ -137,7 +233,10 @@ struct sched {
     sched_stats_t st;
 };
 
+/* heap_idx of a task in no part of the ready queue, and in the FIFO lane;
+ * anything else is its position in the heap. */
 #define HEAP_NONE UINT32_MAX
+#define HEAP_FIFO (UINT32_MAX - 1)
 
 static const char *const s_state_names[TS_NSTATES] = {
     [TS_NEW] = "new",           [TS_WAITING] = "waiting", [TS_READY] = "ready",
@@ -177,39 +276,47 @@ static const char *s_label(const sched_task_t *t, char *buf, size_t cap)
 
 /* ---- interned function names -------------------------------------------------- */
 
-static sstr_t *s_intern(sched_t *s, const char *p, size_t n)
+/*
+ * A name whose last task is freed is not freed at once: it goes on the
+ * unused list, and only the oldest beyond NAMES_KEEP are dropped.  The name
+ * carries what was learnt about the function's durations, and a client
+ * typically submits the same functions batch after batch, each batch
+ * released before the next arrives.  The table is still bounded: the names
+ * in use plus NAMES_KEEP.
+ */
+#define NAMES_KEEP 64
+
+static unsigned s_chunk_for(double ewma_us);
+
+static void s_unused_unlink(sched_t *s, sstr_t *e)
 {
-    uint64_t h = util_fnv1a64(p, n);
-    if (h == 0)
-        h = 1; /* key 0 is reserved by u64map */
-    sstr_t *head = u64map_get(s->strs, h);
-    for (sstr_t *e = head; e; e = e->next) {
-        if (e->len == n && memcmp(e->s, p, n) == 0) {
-            e->refs++;
-            return e;
-        }
+    if (e->uprev)
+        e->uprev->unext = e->unext;
+    else
+        s->unused_head = e->unext;
+    if (e->unext)
+        e->unext->uprev = e->uprev;
+    else
+        s->unused_tail = e->uprev;
+    e->uprev = e->unext = NULL;
+    s->nunused--;
+}
+
+/* One more task uses e. */
+static sstr_t *s_name_ref(sched_t *s, sstr_t *e)
+{
+    if (e->refs++ == 0) {
+        s_unused_unlink(s, e);
+        s->nstrs++;
     }
-    sstr_t *e = malloc(sizeof *e + n + 1);
-    if (!e)
-        return NULL;
-    e->hash = h;
-    e->refs = 1;
-    e->len = (uint32_t)n;
-    memcpy(e->s, p, n);
-    e->s[n] = '\0';
-    e->next = head;
-    if (u64map_put(s->strs, h, e) < 0) {
-        free(e);
-        return NULL;
-    }
-    s->nstrs++;
+    s->last_str = e;
     return e;
 }
 
-static void s_unintern(sched_t *s, sstr_t *e)
+/* Out of the table and freed (it is unused). */
+static void s_name_free(sched_t *s, sstr_t *e)
 {
-    if (!e || --e->refs > 0)
-        return;
+    s_unused_unlink(s, e);
     sstr_t *head = u64map_get(s->strs, e->hash);
     if (head == e) {
         /* Replacing an existing key never allocates, so cannot fail. */
@@ -218,15 +325,77 @@ static void s_unintern(sched_t *s, sstr_t *e)
         else
             u64map_del(s->strs, e->hash);
     } else {
-        for (sstr_t *p = head; p; p = p->next) {
-            if (p->next == e) {
-                p->next = e->next;
+        for (sstr_t *q = head; q; q = q->next) {
+            if (q->next == e) {
+                q->next = e->next;
                 break;
             }
         }
     }
-    s->nstrs--;
+    if (s->last_str == e)
+        s->last_str = NULL;
     free(e);
+}
+
+/* n is at most SCHED_MAX_FUNC (255): a fixstr or str8 header. */
+static sstr_t *s_intern(sched_t *s, const char *p, size_t n)
+{
+    /* Batches are mostly one function: check the last one first, before
+     * hashing the name. */
+    sstr_t *e = s->last_str;
+    if (e && e->len == n && memcmp(s_str(e), p, n) == 0)
+        return s_name_ref(s, e);
+    uint64_t h = util_fnv1a64(p, n);
+    if (h == 0)
+        h = 1; /* key 0 is reserved by u64map */
+    sstr_t *head = u64map_get(s->strs, h);
+    for (e = head; e; e = e->next)
+        if (e->len == n && memcmp(s_str(e), p, n) == 0)
+            return s_name_ref(s, e);
+    uint32_t hl = n < 32 ? 1 : 2;
+    e = malloc(sizeof *e + hl + n + 1);
+    if (!e)
+        return NULL;
+    e->uprev = e->unext = NULL;
+    e->hash = h;
+    e->ewma_us = -1;
+    e->chunk = s_chunk_for(-1);
+    e->refs = 1;
+    e->len = (uint32_t)n;
+    e->hdrlen = hl;
+    if (hl == 1) {
+        e->packed[0] = (uint8_t)(0xa0 | n);
+    } else {
+        e->packed[0] = 0xd9;
+        e->packed[1] = (uint8_t)n;
+    }
+    memcpy(e->packed + hl, p, n);
+    e->packed[hl + n] = '\0';
+    e->next = head;
+    if (u64map_put(s->strs, h, e) < 0) {
+        free(e);
+        return NULL;
+    }
+    s->nstrs++;
+    s->last_str = e;
+    return e;
+}
+
+static void s_unintern(sched_t *s, sstr_t *e)
+{
+    if (!e || --e->refs > 0)
+        return;
+    s->nstrs--;
+    e->unext = NULL;
+    e->uprev = s->unused_tail;
+    if (s->unused_tail)
+        s->unused_tail->unext = e;
+    else
+        s->unused_head = e;
+    s->unused_tail = e;
+    s->nunused++;
+    if (s->nunused > NAMES_KEEP)
+        s_name_free(s, s->unused_head);
 }
 
 /* ---- ready heap ------------------------------------------------------------------ */
@@ -299,6 +468,55 @@ static void s_heap_remove(sched_t *s, sched_task_t *t)
         s_heap_down(s, last->heap_idx);
     }
     t->heap_idx = HEAP_NONE;
+}
+
+/* Add t to the ready queue: to the FIFO lane if it goes after the lane's
+ * tail (or the lane is empty), else to the heap. */
+static void s_ready_push(sched_t *s, sched_task_t *t)
+{
+    sched_task_t *tail = s->rq_tail;
+    if (tail && !s_before(tail, t)) {
+        s_heap_push(s, t);
+        return;
+    }
+    t->wnext = NULL;
+    t->wprev = tail;
+    if (tail)
+        tail->wnext = t;
+    else
+        s->rq_head = t;
+    s->rq_tail = t;
+    t->heap_idx = HEAP_FIFO;
+}
+
+static void s_ready_remove(sched_t *s, sched_task_t *t)
+{
+    if (t->heap_idx != HEAP_FIFO) {
+        s_heap_remove(s, t);
+        return;
+    }
+    if (t->wprev)
+        t->wprev->wnext = t->wnext;
+    else
+        s->rq_head = t->wnext;
+    if (t->wnext)
+        t->wnext->wprev = t->wprev;
+    else
+        s->rq_tail = t->wprev;
+    t->wprev = t->wnext = NULL;
+    t->heap_idx = HEAP_NONE;
+}
+
+/* The first ready task (NULL if none): the better of the two heads. */
+static inline sched_task_t *s_ready_first(const sched_t *s)
+{
+    sched_task_t *f = s->rq_head;
+    sched_task_t *h = s->nheap ? s->heap[0] : NULL;
+    if (!f)
+        return h;
+    if (!h)
+        return f;
+    return s_before(f, h) ? f : h;
 }
 
 static int s_heap_reserve(sched_t *s, size_t want)
@@ -386,13 +604,34 @@ static unsigned s_prefetch_for(double ewma_us)
     return n < 1 ? 1 : n > SCHED_PREFETCH_MAX ? SCHED_PREFETCH_MAX : n;
 }
 
+/*
+ * Tasks of one function given to a worker in a row before placement moves
+ * on: enough for SCHED_CHUNK_US of work at the function's average duration,
+ * clamped to [1, SCHED_PREFETCH_MAX]; 1 (plain round robin) for functions
+ * that long or longer and for those not measured yet.
+ */
+static unsigned s_chunk_for(double ewma_us)
+{
+    if (ewma_us < 0 || ewma_us >= SCHED_CHUNK_US)
+        return 1;
+    if (ewma_us < SCHED_CHUNK_US / SCHED_PREFETCH_MAX)
+        return SCHED_PREFETCH_MAX;
+    return (unsigned)(SCHED_CHUNK_US / ewma_us);
+}
+
 static void s_update_prefetch(sched_t *s)
 {
-    unsigned p = s_prefetch_for(s->ewma_us);
-    if (p == s->per_thread)
+    unsigned p = s_prefetch_for(s->ewma_us), cur = s->per_thread;
+    if (p == cur)
+        return;
+    /* Relisting is O(workers), and sched_place runs once per loop
+     * iteration: follow the average only when it moved by more than an
+     * eighth (or reached a bound), not each time its integer part wobbles,
+     * which durations of some tens of microseconds do all the time. */
+    unsigned diff = p > cur ? p - cur : cur - p;
+    if (diff <= cur / 8 && p != 1 && p != SCHED_PREFETCH_MAX)
         return;
     s->per_thread = p;
-    /* O(workers), but only when the integer prefetch changes. */
     for (sched_worker_t *w = s->workers; w; w = w->next)
         s_relist(s, w);
 }
@@ -442,7 +681,7 @@ static void s_transition(sched_t *s, sched_task_t *t, task_state_t to, sched_wor
     sched_worker_t *left = NULL;
     switch (from) {
     case TS_READY:
-        s_heap_remove(s, t);
+        s_ready_remove(s, t);
         break;
     case TS_PROCESSING:
         left = t->worker;
@@ -457,7 +696,7 @@ static void s_transition(sched_t *s, sched_task_t *t, task_state_t to, sched_wor
     s->count[to]++;
     switch (to) {
     case TS_READY:
-        s_heap_push(s, t);
+        s_ready_push(s, t);
         break;
     case TS_PROCESSING:
         s_task_link_worker(t, w);
@@ -494,20 +733,20 @@ static void s_report(sched_t *s, const sched_task_t *t, int status, const void *
 /* Error text of an ERRED task (never NULL). */
 static const char *s_err_text(const sched_task_t *t, size_t *len)
 {
-    if (!t->data) {
+    if (!t->data.ptr || (t->flags & TF_INLDATA)) {
         static const char oom[] = "error text lost (out of memory)";
         *len = sizeof oom - 1;
         return oom;
     }
     *len = t->data_len;
-    return (const char *)t->data;
+    return (const char *)t->data.ptr;
 }
 
 static const char *s_err_worker(const sched_task_t *t)
 {
-    if (!t->data)
+    if (!t->data.ptr || (t->flags & TF_INLDATA))
         return NULL;
-    const char *w = (const char *)t->data + t->data_len + 1;
+    const char *w = (const char *)t->data.ptr + t->data_len + 1;
     return *w ? w : NULL;
 }
 
@@ -517,18 +756,17 @@ static void s_set_error(sched_task_t *t, const char *msg, size_t len, const char
     if (len > SCHED_MAX_ERROR)
         len = SCHED_MAX_ERROR;
     size_t wl = worker ? strlen(worker) : 0;
-    free(t->data);
-    t->data = malloc(len + wl + 2);
-    if (!t->data) {
-        t->data_len = 0;
+    s_data_free(t);
+    uint8_t *d = malloc(len + wl + 2);
+    if (!d)
         return;
-    }
-    memcpy(t->data, msg, len);
-    t->data[len] = '\0';
+    memcpy(d, msg, len);
+    d[len] = '\0';
     if (wl)
-        memcpy(t->data + len + 1, worker, wl);
-    t->data[len + 1 + wl] = '\0';
-    t->data_len = len;
+        memcpy(d + len + 1, worker, wl);
+    d[len + 1 + wl] = '\0';
+    t->data.ptr = d;
+    t->data_len = (uint32_t)len;
 }
 
 static void s_gc_push(sched_t *s, sched_task_t *t)
@@ -569,7 +807,7 @@ static void s_finalize(sched_t *s, sched_task_t *t)
  * still waiting. */
 static sched_task_t *s_deref(sched_t *s, const dref_t *r)
 {
-    sched_task_t *d = u64map_get(s->tasks, r->id);
+    sched_task_t *d = tmap_get(s->tasks, r->id);
     if (!d || d->seq != r->seq || d->state != TS_WAITING)
         return NULL;
     return d;
@@ -599,9 +837,7 @@ static void s_end(sched_t *s, sched_task_t *t, task_state_t to, const char *msg,
         if (propagated)
             t->flags |= TF_PROPAGATED;
     } else {
-        free(t->data);
-        t->data = NULL;
-        t->data_len = 0;
+        s_data_free(t);
     }
     s_transition(s, t, to, NULL);
     if (to == TS_ERRED) {
@@ -686,10 +922,44 @@ static void s_kill(sched_t *s, sched_task_t *root, task_state_t to, const char *
     free(dmsg);
 }
 
+/* A zeroed record with room for ndeps dependencies (TF_POOLED if it has
+ * POOL_DEPS), or NULL. */
+static sched_task_t *s_record_alloc(sched_t *s, size_t ndeps)
+{
+    sched_task_t *t;
+    if (ndeps > POOL_DEPS)
+        return calloc(1, sizeof *t + ndeps * sizeof(sched_task_t *));
+    t = s->pool_head;
+    if (t) {
+        /* The most recently freed record: the one most likely in cache. */
+        s->pool_head = t->cnext;
+        s->npool--;
+        memset(t, 0, sizeof *t);
+    } else {
+        t = calloc(1, sizeof *t + POOL_DEPS * sizeof(sched_task_t *));
+        if (!t)
+            return NULL;
+    }
+    t->flags = TF_POOLED;
+    return t;
+}
+
+/* Give back a record whose contents were already released. */
+static void s_record_free(sched_t *s, sched_task_t *t)
+{
+    if (!(t->flags & TF_POOLED) || s->npool >= POOL_KEEP) {
+        free(t);
+        return;
+    }
+    t->cnext = s->pool_head;
+    s->pool_head = t;
+    s->npool++;
+}
+
 static void s_free(sched_t *s, sched_task_t *t)
 {
     s_transition(s, t, TS_FORGOTTEN, NULL);
-    u64map_del(s->tasks, t->id);
+    tmap_del(s->tasks, t->id);
     if (t->client) {
         /* Not reached through the gc (released tasks have no client), but
          * keep the record consistent for sched_destroy-like callers. */
@@ -702,9 +972,9 @@ static void s_free(sched_t *s, sched_task_t *t)
     }
     s_unintern(s, t->func);
     free(t->name);
-    free(t->data);
+    s_data_free(t);
     free(t->dependents);
-    free(t);
+    s_record_free(s, t);
 }
 
 /*
@@ -764,7 +1034,7 @@ sched_t *sched_create(const sched_ops_t *ops, void *ctx)
     if (ops)
         s->ops = *ops;
     s->ctx = ctx;
-    s->tasks = u64map_create(1024);
+    s->tasks = tmap_create(1024);
     s->strs = u64map_create(64);
     if (!s->tasks || !s->strs) {
         int e = errno;
@@ -785,14 +1055,19 @@ void sched_destroy(sched_t *s)
         size_t pos = 0;
         uint64_t key;
         void *val;
-        while (u64map_next(s->tasks, &pos, &key, &val)) {
+        while (tmap_next(s->tasks, &pos, &key, &val)) {
             sched_task_t *t = val;
             free(t->name);
-            free(t->data);
+            s_data_free(t);
             free(t->dependents);
             free(t);
         }
-        u64map_destroy(s->tasks);
+        tmap_destroy(s->tasks);
+    }
+    while (s->pool_head) {
+        sched_task_t *t = s->pool_head;
+        s->pool_head = t->cnext;
+        free(t);
     }
     if (s->strs) {
         size_t pos = 0;
@@ -987,7 +1262,7 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
     uint64_t id = sub->id;
     if (id == 0)
         return s_refuse(s, c, id, EINVAL, "invalid task id 0");
-    if (u64map_get(s->tasks, id))
+    if (tmap_get(s->tasks, id))
         return s_refuse(s, c, id, EEXIST, "duplicate task id");
     if (!sub->func || sub->func_len == 0 || sub->func_len > SCHED_MAX_FUNC)
         return s_refuse(s, c, id, EINVAL, "invalid function name (1 to %d bytes)",
@@ -998,8 +1273,10 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
         return s_refuse(s, c, id, EINVAL, "more than %d dependencies", SCHED_MAX_DEPS);
     if (sub->retries > SCHED_MAX_RETRIES)
         return s_refuse(s, c, id, EINVAL, "retries above %d", SCHED_MAX_RETRIES);
+    if (sub->args_len > UINT32_MAX)
+        return s_refuse(s, c, id, EINVAL, "args of 4 GiB or more");
 
-    sched_task_t *t = calloc(1, sizeof *t + sub->ndeps * sizeof(sched_task_t *));
+    sched_task_t *t = s_record_alloc(s, sub->ndeps);
     if (!t)
         return s_refuse(s, c, id, ENOMEM, "out of memory");
 
@@ -1008,11 +1285,11 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
     sched_task_t *bad = NULL;
     uint32_t nd = 0;
     for (size_t i = 0; i < sub->ndeps; i++) {
-        sched_task_t *d = u64map_get(s->tasks, sub->deps[i]);
+        sched_task_t *d = tmap_get(s->tasks, sub->deps[i]);
         if (!d) {
             for (uint32_t j = 0; j < nd; j++)
                 t->deps[j]->flags &= (uint8_t)~TF_MARK;
-            free(t);
+            s_record_free(s, t);
             return s_refuse(s, c, id, ENOENT, "unknown dependency %" PRIu64, sub->deps[i]);
         }
         if (d->flags & TF_MARK)
@@ -1038,12 +1315,8 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
         t->name[sub->name_len] = '\0';
     }
     if (!bad) {
-        t->data = malloc(sub->args_len ? sub->args_len : 1);
-        if (!t->data)
+        if (s_data_set(t, sub->args, sub->args_len) < 0)
             goto nomem;
-        if (sub->args_len)
-            memcpy(t->data, sub->args, sub->args_len);
-        t->data_len = sub->args_len;
         size_t pending = s->count[TS_WAITING] + s->count[TS_READY] + s->count[TS_PROCESSING];
         if (s_heap_reserve(s, pending + 1) < 0)
             goto nomem;
@@ -1051,7 +1324,7 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
             if (t->deps[j]->state != TS_MEMORY && s_dependents_reserve(t->deps[j]) < 0)
                 goto nomem;
     }
-    if (u64map_put(s->tasks, id, t) < 0)
+    if (tmap_put(s->tasks, id, t) < 0)
         goto nomem;
 
     t->id = id;
@@ -1116,15 +1389,15 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
 nomem:
     s_unintern(s, t->func);
     free(t->name);
-    free(t->data);
-    free(t);
+    s_data_free(t);
+    s_record_free(s, t);
     return s_refuse(s, c, id, ENOMEM, "out of memory");
 }
 
 int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
                     const void *payload, size_t len, uint64_t duration_us)
 {
-    sched_task_t *t = u64map_get(s->tasks, id);
+    sched_task_t *t = tmap_get(s->tasks, id);
     if (!t || t->state != TS_PROCESSING || t->worker != w) {
         s->st.stale++;
         errno = ESRCH;
@@ -1134,23 +1407,20 @@ int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
      * hundred tasks without jumping at one outlier. */
     double d = duration_us > 1000000000000ull ? 1e12 : (double)duration_us;
     s->ewma_us = s->ewma_us < 0 ? d : s->ewma_us + 0.05 * (d - s->ewma_us);
+    sstr_t *f = t->func;
+    f->ewma_us = f->ewma_us < 0 ? d : f->ewma_us + 0.05 * (d - f->ewma_us);
+    f->chunk = s_chunk_for(f->ewma_us);
     w->completed++;
 
     if (status == TASK_OK) {
-        uint8_t *buf = malloc(len ? len : 1);
-        if (!buf) {
+        if (s_data_set(t, payload, len) < 0) {
             static const char oom[] = "scheduler out of memory storing the result";
             s_kill(s, t, TS_ERRED, oom, sizeof oom - 1, w->name);
             s_gc(s);
             return 0;
         }
-        if (len)
-            memcpy(buf, payload, len);
-        free(t->data);
-        t->data = buf;
-        t->data_len = len;
         s_transition(s, t, TS_MEMORY, NULL);
-        s_report(s, t, TASK_OK, buf, len, NULL);
+        s_report(s, t, TASK_OK, s_data(t), len, NULL);
         for (uint32_t i = 0; i < t->ndependents; i++) {
             sched_task_t *dep = s_deref(s, &t->dependents[i]);
             if (dep && --dep->npending == 0)
@@ -1172,7 +1442,7 @@ int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
 
 int sched_release(sched_t *s, sched_client_t *c, uint64_t id)
 {
-    sched_task_t *t = u64map_get(s->tasks, id);
+    sched_task_t *t = tmap_get(s->tasks, id);
     if (!t || !c || t->client != c) {
         errno = ESRCH;
         return -1;
@@ -1185,7 +1455,7 @@ int sched_release(sched_t *s, sched_client_t *c, uint64_t id)
 int sched_cancel(sched_t *s, sched_client_t *c, uint64_t id)
 {
     static const char why[] = "cancelled";
-    sched_task_t *t = u64map_get(s->tasks, id);
+    sched_task_t *t = tmap_get(s->tasks, id);
     if (!t || !c || t->client != c) {
         errno = ESRCH;
         return -1;
@@ -1197,17 +1467,53 @@ int sched_cancel(sched_t *s, sched_client_t *c, uint64_t id)
     return 0;
 }
 
+/*
+ * Each turn takes the worker at the head of the idle list (else of the
+ * prefetch list) and gives it the first ready task, then the next ones for
+ * as long as each one's function allows a run that long (its `chunk`), the
+ * worker has room, and it was not paused by the compute callback (it is
+ * then on no list).  Each assignment moves the worker to the tail of its
+ * list, so turns go round robin.
+ *
+ * Runs longer than one task are for short tasks only: a COMPUTE message
+ * (and the TASK_DONE that answers it) costs the scheduler, the worker and
+ * the kernel more than a task of a few microseconds, so a thousand workers
+ * each sent one such task at a time would spend the machine on messages.
+ * A run carries about SCHED_CHUNK_US of work, which keeps workers busy
+ * while sending each one far fewer, larger messages.  The estimate is the
+ * function's own, so a function never measured, or a slow one, is spread
+ * one task per worker however short the tasks before it were.
+ */
 void sched_place(sched_t *s)
 {
     s_update_prefetch(s);
-    while (s->nheap > 0) {
+    sched_task_t *t;
+    while ((t = s_ready_first(s))) {
         sched_worker_t *w = s->idle.head ? s->idle.head : s->prefetch.head;
         if (!w)
             break;
-        sched_task_t *t = s->heap[0];
-        s_transition(s, t, TS_PROCESSING, w);
-        if (s->ops.compute)
-            s->ops.compute(s->ctx, w->user, t);
+        unsigned k = 0;
+        do {
+            s_transition(s, t, TS_PROCESSING, w);
+            if (s->ops.compute)
+                s->ops.compute(s->ctx, w->user, t);
+        } while (w->list != WL_NONE && (t = s_ready_first(s)) && ++k < t->func->chunk);
+    }
+}
+
+void sched_prefetch(const sched_t *s, uint64_t id)
+{
+    tmap_prefetch(s->tasks, id);
+}
+
+void sched_prefetch_task(const sched_t *s, uint64_t id)
+{
+    const char *t = tmap_get(s->tasks, id);
+    if (t) {
+        /* A record spans three lines (four when it straddles). */
+        __builtin_prefetch(t);
+        __builtin_prefetch(t + 64);
+        __builtin_prefetch(t + 128);
     }
 }
 
@@ -1222,12 +1528,18 @@ const char *sched_task_func(const sched_task_t *t, size_t *len)
 {
     if (len)
         *len = t->func->len;
-    return t->func->s;
+    return s_str(t->func);
+}
+
+const void *sched_task_func_packed(const sched_task_t *t, size_t *len)
+{
+    *len = t->func->hdrlen + t->func->len;
+    return t->func->packed;
 }
 
 void sched_task_args(const sched_task_t *t, const void **p, size_t *n)
 {
-    *p = t->data;
+    *p = s_data(t);
     *n = t->data_len;
 }
 
@@ -1240,7 +1552,7 @@ void sched_task_dep(const sched_task_t *t, size_t i, uint64_t *id, const void **
 {
     const sched_task_t *d = t->deps[i];
     *id = d->id;
-    *p = d->data;
+    *p = s_data(d);
     *n = d->data_len;
 }
 
@@ -1251,18 +1563,18 @@ uint64_t sched_count(const sched_t *s, task_state_t st)
 
 size_t sched_ntasks(const sched_t *s)
 {
-    return u64map_size(s->tasks);
+    return tmap_size(s->tasks);
 }
 
 task_state_t sched_state_of(const sched_t *s, uint64_t id)
 {
-    const sched_task_t *t = u64map_get(s->tasks, id);
+    const sched_task_t *t = tmap_get(s->tasks, id);
     return t ? (task_state_t)t->state : TS_FORGOTTEN;
 }
 
 int sched_task_suspicious(const sched_t *s, uint64_t id)
 {
-    const sched_task_t *t = u64map_get(s->tasks, id);
+    const sched_task_t *t = tmap_get(s->tasks, id);
     return t ? t->suspicious : -1;
 }
 

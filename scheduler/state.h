@@ -62,6 +62,9 @@ typedef enum task_state {
 /* Prefetch: queue enough on a worker to cover this much work per thread. */
 #define SCHED_PREFETCH_US 10000.0
 #define SCHED_PREFETCH_MAX 1000
+/* Placement gives a worker short tasks in runs of about this much work (see
+ * sched_place); functions this long or longer go one task at a time. */
+#define SCHED_CHUNK_US 1000.0
 /* Client ids occupy the top 24 bits of task ids. */
 #define SCHED_MAX_CLIENT_ID ((1ull << 24) - 1)
 
@@ -137,7 +140,7 @@ typedef struct sched_submit {
     const char *func;           /* 1..SCHED_MAX_FUNC bytes, not NUL-terminated */
     size_t func_len;
     const void *args;           /* packed msgpack array (copied) */
-    size_t args_len;
+    size_t args_len;            /* < 4 GiB (what one bin can carry) */
     const uint64_t *deps;       /* ids of known tasks; duplicates allowed */
     size_t ndeps;               /* <= SCHED_MAX_DEPS */
     int32_t priority;           /* higher first */
@@ -184,14 +187,29 @@ int sched_release(sched_t *s, sched_client_t *c, uint64_t id);
 int sched_cancel(sched_t *s, sched_client_t *c, uint64_t id);
 
 /* Assign ready tasks to workers with free capacity, highest priority first,
- * then oldest; spreads over workers round-robin, idle threads first. */
+ * then oldest; spreads over workers round-robin, idle threads first.  Tasks
+ * of a function measured to take less than SCHED_CHUNK_US go in runs of
+ * about SCHED_CHUNK_US of work per worker and turn, instead of one. */
 void sched_place(sched_t *s);
+
+/*
+ * Hints for handlers of batches: start loading what a sched_* call for task
+ * id will touch, a few items before that call, so that the cache misses of
+ * the next items overlap with the work on this one.  sched_prefetch loads
+ * the line of the id map; sched_prefetch_task (issued later, once that line
+ * is in) the task's record.  They change nothing.
+ */
+void sched_prefetch(const sched_t *s, uint64_t id);
+void sched_prefetch_task(const sched_t *s, uint64_t id);
 
 /* ---- task accessors (for the compute callback) --------------------------- */
 
 uint64_t sched_task_id(const sched_task_t *t);
 /* NUL-terminated function name (interned). */
 const char *sched_task_func(const sched_task_t *t, size_t *len);
+/* The same name packed as one MessagePack str (header and bytes, *len in
+ * all), ready to be copied into a message as it is. */
+const void *sched_task_func_packed(const sched_task_t *t, size_t *len);
 void sched_task_args(const sched_task_t *t, const void **p, size_t *n);
 size_t sched_task_ndeps(const sched_task_t *t);
 /* Dependency i: its id and packed result (it is in memory while t runs). */

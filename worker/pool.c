@@ -1,5 +1,28 @@
 /*
  * pool.c - executor threads, the job queue and the done queue (see pool.h).
+ *
+ * Tiny jobs run inline.  Handing a job to an executor and its outcome back
+ * costs two thread wake-ups: the executor sleeping on its condition
+ * variable, then the event loop sleeping in epoll.  On a small or virtual
+ * machine each is tens of microseconds, far more than a no-op task, and
+ * both sit on the path of every sequential submit-then-result round trip.
+ * So pool_submit runs a lone job on the submitting thread when the pool is
+ * idle and the job's function has proved itself tiny (see s_inline_ok);
+ * the outcome goes on the done list as usual.
+ *
+ * The risk of that is a function that is usually tiny but not always: the
+ * loop thread would be stuck in it.  The rules keep it small (max_us is
+ * POOL_INLINE_MAX_US unless pool_set_inline said otherwise):
+ *   - a function qualifies only after POOL_INLINE_STREAK consecutive runs
+ *     of at most max_us each (any longer run starts the count again), so
+ *     functions whose duration varies do not qualify;
+ *   - a function seen running POOL_INLINE_BAN_FACTOR * max_us or more,
+ *     ever, wherever it ran, never runs inline again, so a function can
+ *     hold up the loop at most once in the life of the process;
+ *   - only when no other job is queued or running, so inline runs never
+ *     delay other jobs or run alongside them (the pool still runs at most
+ *     nthreads jobs at a time), and only a lone job (a batch of them is
+ *     work for the executors).
  */
 #define _GNU_SOURCE
 #include "pool.h"
@@ -8,6 +31,17 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
+
+/* Durations of each function run, kept per pool in a small open-addressing
+ * table keyed by the function pointer (functions beyond its size are never
+ * run inline). */
+#define FSTAT_SLOTS 64
+
+typedef struct fstat {
+    shoal_task_fn fn;        /* NULL: free slot */
+    uint32_t streak;         /* consecutive runs of at most max_us */
+    int banned;              /* ran POOL_INLINE_BAN_FACTOR * max_us or more once */
+} fstat_t;
 
 typedef struct pool_exec {
     pool_t *pool;
@@ -29,11 +63,84 @@ struct pool {
                                     most recently idle one is the warmest) */
     int stopping;
     int nthreads;                /* threads started */
+    unsigned inline_us;          /* max_us of an inline-able run; 0: never */
+    uint64_t ninline;            /* jobs run inline so far */
     pool_run_fn run;
     pool_notify_fn notify;
     void *arg;
+    fstat_t fstats[FSTAT_SLOTS]; /* under mu */
     pool_exec_t execs[];
 };
+
+static inline uint64_t s_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The stats slot of fn (claimed if new and there is room), or NULL.  Lock
+ * held. */
+static fstat_t *s_fstat(pool_t *p, shoal_task_fn fn, int claim)
+{
+    if (!fn)
+        return NULL;
+    size_t h = (size_t)(((uintptr_t)fn >> 4) * 0x9e3779b97f4a7c15ULL >> 58);
+    for (size_t k = 0; k < FSTAT_SLOTS; k++) {
+        fstat_t *f = &p->fstats[(h + k) % FSTAT_SLOTS];
+        if (f->fn == fn)
+            return f;
+        if (!f->fn) {
+            if (!claim)
+                return NULL;
+            f->fn = fn;
+            return f;
+        }
+    }
+    return NULL;
+}
+
+/* Record how long a run of fn took.  Lock held. */
+static void s_fstat_note(pool_t *p, shoal_task_fn fn, uint64_t us)
+{
+    fstat_t *f = s_fstat(p, fn, 1);
+    if (!f)
+        return;
+    uint64_t max_us = p->inline_us ? p->inline_us : POOL_INLINE_MAX_US;
+    if (us >= POOL_INLINE_BAN_FACTOR * max_us)
+        f->banned = 1;
+    if (us <= max_us) {
+        if (f->streak < UINT32_MAX)
+            f->streak++;
+    } else {
+        f->streak = 0;
+    }
+}
+
+/* May this job run inline now?  Lock held. */
+static int s_inline_ok(pool_t *p, const pool_job_t *j)
+{
+    if (!p->inline_us || j->next || p->nqueued || p->nrunning || !j->fn)
+        return 0;
+    const fstat_t *f = s_fstat(p, j->fn, 0);
+    return f && !f->banned && f->streak >= POOL_INLINE_STREAK;
+}
+
+/* Append a finished job to the done list; 1 if the list was empty (the
+ * loop must be told).  Lock held. */
+static int s_done_push(pool_t *p, pool_job_t *fin)
+{
+    fin->state = POOL_JOB_DONE;
+    fin->next = NULL;
+    fin->prev = NULL;
+    int was_empty = p->dtail == NULL;
+    if (p->dtail)
+        p->dtail->next = fin;
+    else
+        p->dhead = fin;
+    p->dtail = fin;
+    return was_empty;
+}
 
 /*
  * The executor loop.  The lock is held except while a job runs and while the
@@ -52,16 +159,11 @@ static void *s_exec_main(void *a)
         if (fin) {
             e->cur = NULL;
             p->nrunning--;
-            fin->state = POOL_JOB_DONE;
-            fin->next = NULL;
-            fin->prev = NULL;
-            if (p->dtail) {
-                p->dtail->next = fin;
-            } else {
-                p->dhead = fin;
+            /* The run callback's own measure: no clock reads of ours on
+             * the busy path. */
+            s_fstat_note(p, fin->fn, fin->duration_us);
+            if (s_done_push(p, fin))
                 notify = 1;     /* empty -> non-empty: the loop must look */
-            }
-            p->dtail = fin;
             fin = NULL;
         }
         if (!p->stopping && p->qhead) {
@@ -127,6 +229,7 @@ pool_t *pool_create(int nthreads, pool_run_fn run, pool_notify_fn notify, void *
     p->run = run;
     p->notify = notify;
     p->arg = arg;
+    p->inline_us = POOL_INLINE_MAX_US;
     for (i = 0; i < nthreads; i++) {
         pool_exec_t *e = &p->execs[i];
         e->pool = p;
@@ -162,6 +265,29 @@ int pool_submit(pool_t *p, pool_job_t *head)
         pthread_mutex_unlock(&p->mu);
         errno = ESHUTDOWN;
         return -1;
+    }
+    if (head && s_inline_ok(p, head)) {
+        /* Run it here (see the top of this file).  It counts as running, so
+         * the pool looks busy to anyone who asks meanwhile. */
+        head->state = POOL_JOB_RUNNING;
+        p->nrunning++;
+        pthread_mutex_unlock(&p->mu);
+        /* Timed here, not only by the callback: this is the run that must
+         * not go unnoticed if it was long. */
+        uint64_t t0 = s_now_us();
+        p->run(head, p->arg);
+        uint64_t us = s_now_us() - t0;
+        if (head->duration_us > us)
+            us = head->duration_us;
+        pthread_mutex_lock(&p->mu);
+        p->nrunning--;
+        p->ninline++;
+        s_fstat_note(p, head->fn, us);
+        int notify = s_done_push(p, head);
+        pthread_mutex_unlock(&p->mu);
+        if (notify)
+            p->notify(p->arg);
+        return 1;
     }
     while (head) {
         pool_job_t *j = head;
@@ -271,6 +397,23 @@ size_t pool_running(pool_t *p)
 int pool_nthreads(const pool_t *p)
 {
     return p->nthreads;
+}
+
+void pool_set_inline(pool_t *p, unsigned max_us)
+{
+    pthread_mutex_lock(&p->mu);
+    p->inline_us = max_us;
+    pthread_mutex_unlock(&p->mu);
+}
+
+uint64_t pool_inlined(pool_t *p)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&p->mu);
+    n = p->ninline;
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }
 
 int pool_shutdown(pool_t *p, double timeout)

@@ -12,6 +12,17 @@
  * are woken one by one, only as many as there are new jobs, so a busy pool is
  * never signalled at all.
  *
+ * One exception to "executors run the jobs": a lone job submitted to an idle
+ * pool whose function has proved itself tiny (POOL_INLINE_STREAK runs in a
+ * row of at most POOL_INLINE_MAX_US, never one of POOL_INLINE_BAN_FACTOR
+ * times that or more, as the run callback reports in duration_us; inline
+ * runs are also timed by the pool) is run by pool_submit itself, on the
+ * calling thread, and is on the done list (notify called) when pool_submit
+ * returns.  That saves the two thread wake-ups of the hand-off, which cost
+ * far more than such a job.  So the run callback must not depend on the
+ * loop thread being free (it never waits for the loop).  pool_set_inline
+ * changes the bound or turns it off.
+ *
  * Ownership: a job belongs to the submitter until pool_submit, to the pool
  * while queued or running, and to the submitter again once it comes back from
  * pool_take_done, pool_cancel (when that returns 1) or pool_take_queued.  The
@@ -19,7 +30,7 @@
  *
  * pool_submit, pool_cancel, pool_take_done, pool_take_queued, pool_shutdown
  * and pool_destroy must be called from one thread (the loop); the callbacks
- * run on executor threads.
+ * run on executor threads (and, for inline runs, on that thread).
  */
 #ifndef SHOAL_WORKER_POOL_H
 #define SHOAL_WORKER_POOL_H
@@ -52,17 +63,27 @@ typedef struct pool_job {
     int status;                  /* TASK_OK / TASK_ERR */
     void *out;                   /* malloc'd: packed result or error text */
     size_t out_len;
-    uint64_t duration_us;
+    uint64_t duration_us;        /* how long the run took: the pool reads it
+                                    to tell tiny functions (see above) */
 } pool_job_t;
 
 typedef struct pool pool_t;
 
-/* Runs one job on an executor thread.  It is called even for a job that was
- * cancelled while running (the flag is then set), never for one cancelled
- * while queued. */
+/* Inline runs (see above): a run of at most POOL_INLINE_MAX_US counts as
+ * tiny; POOL_INLINE_STREAK tiny runs in a row qualify a function; one run of
+ * POOL_INLINE_BAN_FACTOR * POOL_INLINE_MAX_US (1 ms) or more disqualifies it
+ * for good. */
+#define POOL_INLINE_MAX_US 50
+#define POOL_INLINE_STREAK 32
+#define POOL_INLINE_BAN_FACTOR 20
+
+/* Runs one job on an executor thread (or, inline, on the thread calling
+ * pool_submit).  It is called even for a job that was cancelled while
+ * running (the flag is then set), never for one cancelled while queued. */
 typedef void (*pool_run_fn)(pool_job_t *job, void *arg);
-/* Called on an executor thread when the done queue becomes non-empty.  Must
- * be thread-safe and must not call back into the pool. */
+/* Called when the done queue becomes non-empty: on an executor thread, or
+ * on the thread calling pool_submit after an inline run.  Must be
+ * thread-safe and must not call back into the pool. */
 typedef void (*pool_notify_fn)(void *arg);
 
 /* Start `nthreads` executors (1..1024).  NULL with errno on failure (no
@@ -70,9 +91,10 @@ typedef void (*pool_notify_fn)(void *arg);
 pool_t *pool_create(int nthreads, pool_run_fn run, pool_notify_fn notify, void *arg);
 
 /* Queue a list of jobs (linked through ->next, NULL-terminated, in order) at
- * the tail of the job queue.  Wakes at most one idle executor per job.
- * Returns the number of jobs queued, or -1 (ESHUTDOWN) after pool_shutdown:
- * the jobs then still belong to the caller. */
+ * the tail of the job queue.  Wakes at most one idle executor per job; or
+ * runs a lone tiny job right here (see above).  Returns the number of jobs
+ * queued (or run), or -1 (ESHUTDOWN) after pool_shutdown: the jobs then
+ * still belong to the caller. */
 int pool_submit(pool_t *p, pool_job_t *head);
 
 /* Cancel a job that was submitted and has not come back from pool_take_done.
@@ -93,6 +115,12 @@ pool_job_t *pool_take_queued(pool_t *p);
 size_t pool_queued(pool_t *p);
 size_t pool_running(pool_t *p);
 int pool_nthreads(const pool_t *p);
+
+/* Count runs of at most max_us as tiny (POOL_INLINE_MAX_US by default), or
+ * never run jobs inline (max_us 0). */
+void pool_set_inline(pool_t *p, unsigned max_us);
+/* Jobs run inline so far. */
+uint64_t pool_inlined(pool_t *p);
 
 /* Stop the executors: no more jobs are started, running jobs get their
  * cancelled flag set, and the threads are joined, waiting at most `timeout`

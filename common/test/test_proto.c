@@ -149,7 +149,8 @@ START_TEST(test_header)
     ck_assert_str_eq(proto_type_name(MSG_TASK_DONE), "TASK_DONE");
     ck_assert_str_eq(proto_type_name(MSG_LIBRARY), "LIBRARY");
     ck_assert_str_eq(proto_type_name(0), "UNKNOWN");
-    ck_assert_str_eq(proto_type_name(31), "UNKNOWN");
+    ck_assert_str_eq(proto_type_name(29), "UNKNOWN");
+    ck_assert_str_eq(proto_type_name(MSG_DATA), "DATA");
     ck_assert_str_eq(proto_type_name(-5), "UNKNOWN");
 }
 END_TEST

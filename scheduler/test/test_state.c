@@ -27,6 +27,9 @@ typedef struct rec {
     size_t ndeps;
     uint64_t dep_ids[4];
     char dep_res[4][32];
+    size_t dep_len[4];
+    size_t args_len;
+    unsigned char args[16];   /* the first bytes of the args */
 } rec_t;
 
 typedef struct recorder {
@@ -56,11 +59,27 @@ static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
     const char *f = sched_task_func(t, &fl);
     ck_assert_uint_eq(strlen(f), fl);
     snprintf(e->text, sizeof e->text, "%s", f);
+    /* The pre-packed name: a MessagePack str header, then the same bytes. */
+    size_t pl;
+    const unsigned char *pk = sched_task_func_packed(t, &pl);
+    size_t hl = fl < 32 ? 1 : 2;
+    ck_assert_uint_eq(pl, hl + fl);
+    if (hl == 1) {
+        ck_assert_uint_eq(pk[0], 0xa0 | fl);
+    } else {
+        ck_assert_uint_eq(pk[0], 0xd9);
+        ck_assert_uint_eq(pk[1], fl);
+    }
+    ck_assert(memcmp(pk + hl, f, fl) == 0);
+    const void *a;
+    sched_task_args(t, &a, &e->args_len);
+    memcpy(e->args, a, e->args_len < sizeof e->args ? e->args_len : sizeof e->args);
     e->ndeps = sched_task_ndeps(t);
     for (size_t i = 0; i < e->ndeps && i < 4; i++) {
         const void *p;
         size_t n;
         sched_task_dep(t, i, &e->dep_ids[i], &p, &n);
+        e->dep_len[i] = n;
         snprintf(e->dep_res[i], sizeof e->dep_res[i], "%.*s", (int)n, (const char *)p);
     }
 }
@@ -709,6 +728,322 @@ START_TEST(test_long_chain)
 }
 END_TEST
 
+/* The prefetch follows real changes of the average duration, not every
+ * wobble of it (each change relists every worker). */
+START_TEST(test_prefetch_hysteresis)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 1, &u);
+    uint64_t n = 0;
+    /* Tasks of 100 us: 10000 / 100 = 100 extra. */
+    for (int i = 0; i < 200; i++) {
+        ck_assert_int_eq(submit(TID(++n), 0), 0);
+        sched_place(S);
+        ck_assert_int_eq(sched_task_done(S, w, TID(n), TASK_OK, "x", 1, 100), 0);
+    }
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_limit(S, w), 101);
+    /* A few slightly longer ones: the average moves a little, the limit
+     * does not. */
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(submit(TID(++n), 0), 0);
+        sched_place(S);
+        ck_assert_int_eq(sched_task_done(S, w, TID(n), TASK_OK, "x", 1, 110), 0);
+        sched_place(S);
+        ck_assert_uint_eq(sched_worker_limit(S, w), 101);
+    }
+    ck_assert(sched_avg_duration_us(S) > 101);
+    /* Twice as long for good: it follows, to within an eighth of the
+     * exact 1 + 10000 / 200. */
+    for (int i = 0; i < 200; i++) {
+        ck_assert_int_eq(submit(TID(++n), 0), 0);
+        sched_place(S);
+        ck_assert_int_eq(sched_task_done(S, w, TID(n), TASK_OK, "x", 1, 200), 0);
+    }
+    sched_place(S);
+    ck_assert_uint_ge(sched_worker_limit(S, w), 51);
+    ck_assert_uint_le(sched_worker_limit(S, w), 51 + 51 / 8 + 1);
+}
+END_TEST
+
+/* ---- the ready queue, against a model ------------------------------------------------- */
+
+/*
+ * Random graphs (priorities, dependencies finishing out of order, retries)
+ * on one single-threaded worker: every task placed must be the first of
+ * the ready ones by (priority desc, submission order asc), whichever part
+ * of the ready queue (FIFO lane or heap) it was in.
+ */
+START_TEST(test_ready_order_model)
+{
+    enum { N = 3000 };
+    static int prio[N + 1], state[N + 1], ndep[N + 1], retries[N + 1];
+    static uint64_t deps[N + 1][2];
+    enum { M_NONE, M_WAIT, M_READY, M_RUN, M_DONE };
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 1, &u);
+    unsigned seed = 12345;
+#define RND() (seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff)
+    int submitted = 0, running[4], nrun = 0;
+    memset(state, 0, sizeof state);
+    while (submitted < N || nrun > 0) {
+        /* Submit a few. */
+        for (int k = RND() % 8; k > 0 && submitted < N; k--) {
+            int i = ++submitted;
+            prio[i] = (int)(RND() % 3) - 1;
+            retries[i] = RND() % 5 == 0;
+            ndep[i] = 0;
+            for (int d = 0; d < 2 && i > 1; d++)
+                if (RND() % 3 == 0) {
+                    int j = i - 1 - (int)(RND() % (i - 1 < 50 ? i - 1 : 50));
+                    if (state[j] != M_DONE && state[j] != M_NONE)
+                        deps[i][ndep[i]++] = TID(j);
+                }
+            ck_assert_int_eq(submit_full(TID(i), "f", deps[i], ndep[i], prio[i], retries[i],
+                                         NULL), 0);
+            state[i] = ndep[i] ? M_WAIT : M_READY;
+        }
+        /* Place, and check each placement against the model. */
+        clear();
+        sched_place(S);
+        for (size_t e = 0; e < R.n; e++) {
+            if (R.v[e].kind != EV_COMPUTE)
+                continue;
+            int best = 0;
+            for (int i = 1; i <= submitted; i++)
+                if (state[i] == M_READY && (!best || prio[i] > prio[best]))
+                    best = i;
+            ck_assert_int_ne(best, 0);
+            ck_assert_uint_eq(R.v[e].id, TID(best));
+            state[best] = M_RUN;
+            running[nrun++] = best;
+        }
+        /* Finish one running task (a failure with a retry left goes back). */
+        if (nrun > 0) {
+            int k = (int)(RND() % nrun), i = running[k];
+            running[k] = running[--nrun];
+            if (retries[i] && RND() % 2) {
+                retries[i]--;
+                ck_assert_int_eq(sched_task_done(S, w, TID(i), TASK_ERR, "e", 1, 20000), 0);
+                state[i] = M_READY;
+            } else {
+                done_ok(w, TID(i), "r");
+                state[i] = M_DONE;
+                for (int j = i + 1; j <= submitted; j++) {
+                    if (state[j] != M_WAIT)
+                        continue;
+                    int ready = 1;
+                    for (int d = 0; d < ndep[j]; d++)
+                        if (state[deps[j][d] & 0xffffffffffull] != M_DONE)
+                            ready = 0;
+                    if (ready)
+                        state[j] = M_READY;
+                }
+            }
+        }
+    }
+    ck_assert_uint_eq(sched_count(S, TS_MEMORY), N);
+#undef RND
+}
+END_TEST
+
+/* Short tasks are placed in runs on one worker; long ones round robin. */
+START_TEST(test_chunked_placement)
+{
+    int u1, u2, u3;
+    sched_worker_t *w[3] = {sched_worker_add(S, "w1", 1, &u1), sched_worker_add(S, "w2", 1, &u2),
+                            sched_worker_add(S, "w3", 1, &u3)};
+    uint64_t n = 0;
+    /* Measure a duration of 2 us: runs of SCHED_CHUNK_US / 2 = 500. */
+    ck_assert_int_eq(submit(TID(++n), 0), 0);
+    sched_place(S);
+    ck_assert_int_eq(sched_task_done(S, find(EV_COMPUTE, TID(1))->user == &u1 ? w[0]
+                                        : find(EV_COMPUTE, TID(1))->user == &u2 ? w[1] : w[2],
+                                     TID(1), TASK_OK, "x", 1, 2), 0);
+    clear();
+    for (int i = 0; i < 3000; i++)
+        ck_assert_int_eq(submit(TID(++n), 0), 0);
+    sched_place(S);
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 3000);
+    /* Runs of 500, each on the next worker, in submission order. */
+    for (size_t i = 0; i < 3000; i++) {
+        ck_assert_uint_eq(R.v[i].id, TID(2 + i));
+        ck_assert_ptr_eq(R.v[i].user, R.v[i - i % 500].user);
+        if (i % 500 == 0 && i > 0)
+            ck_assert_ptr_ne(R.v[i].user, R.v[i - 1].user);
+    }
+    for (int k = 0; k < 3; k++)
+        ck_assert_uint_eq(sched_worker_running(w[k]), 1000);
+
+    /* Long tasks pull the average above SCHED_CHUNK_US: one at a time. */
+    uint64_t first = 2;
+    for (int k = 0; k < 200; k++, first++) {
+        rec_t *e = find(EV_COMPUTE, TID(first));
+        sched_worker_t *ww = e->user == &u1 ? w[0] : e->user == &u2 ? w[1] : w[2];
+        ck_assert_int_eq(sched_task_done(S, ww, TID(first), TASK_OK, "x", 1, 50000), 0);
+    }
+    ck_assert(sched_avg_duration_us(S) > SCHED_CHUNK_US);
+    /* Drain what is running, then place fresh tasks. */
+    for (uint64_t id = first; id <= n; id++) {
+        rec_t *e = find(EV_COMPUTE, TID(id));
+        sched_worker_t *ww = e->user == &u1 ? w[0] : e->user == &u2 ? w[1] : w[2];
+        ck_assert_int_eq(sched_task_done(S, ww, TID(id), TASK_OK, "x", 1, 50000), 0);
+    }
+    clear();
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(submit(TID(++n), 0), 0);
+    sched_place(S);
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 6);
+    for (size_t i = 1; i < 6; i++)
+        ck_assert_ptr_ne(R.v[i].user, R.v[i - 1].user);
+}
+END_TEST
+
+/* The run length follows each function's own durations: a function never
+ * measured is spread even right after tiny ones, and what was learnt about
+ * a function survives its tasks being freed. */
+START_TEST(test_chunk_per_function)
+{
+    int u[3];
+    sched_worker_t *w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = sched_worker_add(S, "w", 1, &u[i]);
+#define WOF(e) ((e)->user == &u[0] ? w[0] : (e)->user == &u[1] ? w[1] : w[2])
+    ck_assert_int_eq(submit_full(TID(1), "f", NULL, 0, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_int_eq(sched_task_done(S, WOF(find(EV_COMPUTE, TID(1))), TID(1), TASK_OK, "x",
+                                     1, 2), 0);
+    /* "g" has no measurement: one per worker, round robin. */
+    clear();
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(submit_full(TID(10 + i), "g", NULL, 0, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 6);
+    for (size_t i = 1; i < 6; i++)
+        ck_assert_ptr_ne(R.v[i].user, R.v[i - 1].user);
+    /* "f" is tiny: ten in one run. */
+    clear();
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(submit_full(TID(20 + i), "f", NULL, 0, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 10);
+    for (size_t i = 1; i < 10; i++)
+        ck_assert_ptr_eq(R.v[i].user, R.v[0].user);
+    /* Release everything (what runs is cancelled): no task uses "f" now. */
+    uint64_t ids[] = {TID(1), TID(10), TID(11), TID(12), TID(13), TID(14), TID(15),
+                      TID(20), TID(21), TID(22), TID(23), TID(24), TID(25), TID(26),
+                      TID(27), TID(28), TID(29)};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        ck_assert_int_eq(sched_release(S, C, ids[i]), 0);
+    ck_assert_uint_eq(sched_count(S, TS_PROCESSING), 0);
+    ck_assert_uint_eq(sched_ntasks(S), 0);
+    ck_assert_uint_eq(sched_interned(S), 0);
+    /* "f" again: still known to be tiny. */
+    clear();
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(submit_full(TID(40 + i), "f", NULL, 0, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 10);
+    for (size_t i = 1; i < 10; i++)
+        ck_assert_ptr_eq(R.v[i].user, R.v[0].user);
+#undef WOF
+}
+END_TEST
+
+/* Args and results of every size come back intact, whether the record keeps
+ * them inline or not, and records are reused without leaking anything. */
+START_TEST(test_data_sizes_and_reuse)
+{
+    int u;
+    sched_worker_t *w = sched_worker_add(S, "w", 4, &u);
+    static const size_t sizes[] = {0, 1, 8, 16, 17, 31, 200};
+    char buf[256];
+    for (int round = 0; round < 3; round++) {
+        uint64_t base = (uint64_t)round * 100;
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            size_t n = sizes[k];
+            for (size_t i = 0; i < n; i++)
+                buf[i] = (char)('a' + (i + k) % 26);
+            /* Args of n bytes (not valid msgpack: the scheduler does not look). */
+            sched_submit_t sub = {.id = TID(base + 1 + k), .func = "f", .func_len = 1,
+                                  .args = buf, .args_len = n};
+            ck_assert_int_eq(sched_submit(S, C, &sub), 0);
+        }
+        clear();
+        sched_place(S);
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            size_t n = sizes[k];
+            rec_t *e = find(EV_COMPUTE, TID(base + 1 + k));
+            ck_assert_ptr_nonnull(e);
+            ck_assert_uint_eq(e->args_len, n);
+            for (size_t i = 0; i < n && i < sizeof e->args; i++)
+                ck_assert_int_eq(e->args[i], 'a' + (i + k) % 26);
+            /* The result: n bytes of another pattern. */
+            for (size_t i = 0; i < n; i++)
+                buf[i] = (char)('A' + (i + 3 * k) % 26);
+            ck_assert_int_eq(sched_task_done(S, w, TID(base + 1 + k), TASK_OK, buf, n, 5000),
+                             0);
+            e = find(EV_RESULT, TID(base + 1 + k));
+            ck_assert_ptr_nonnull(e);
+            ck_assert_uint_eq(strlen(e->text), n < sizeof e->text ? n : sizeof e->text - 1);
+            for (size_t i = 0; i < n && i < sizeof e->text - 1; i++)
+                ck_assert_int_eq(e->text[i], 'A' + (i + 3 * k) % 26);
+        }
+        /* A dependent of all of them (an unpooled record) sees every result;
+         * one of two deps (pooled) sees its two. */
+        uint64_t all[7], two[2] = {TID(base + 4), TID(base + 7)};
+        for (size_t k = 0; k < 7; k++)
+            all[k] = TID(base + 1 + k);
+        ck_assert_int_eq(submit_full(TID(base + 50), "g", all, 7, 0, 0, NULL), 0);
+        ck_assert_int_eq(submit_full(TID(base + 51), "g", two, 2, 0, 0, NULL), 0);
+        clear();
+        sched_place(S);
+        rec_t *e = find(EV_COMPUTE, TID(base + 50));
+        ck_assert_ptr_nonnull(e);
+        ck_assert_uint_eq(e->ndeps, 7);
+        for (size_t k = 0; k < 4; k++) {
+            ck_assert_uint_eq(e->dep_ids[k], TID(base + 1 + k));
+            ck_assert_uint_eq(e->dep_len[k], sizes[k]);
+            for (size_t i = 0; i < sizes[k] && i < 31; i++)
+                ck_assert_int_eq(e->dep_res[k][i], 'A' + (i + 3 * k) % 26);
+        }
+        e = find(EV_COMPUTE, TID(base + 51));
+        ck_assert_uint_eq(e->ndeps, 2);
+        ck_assert_uint_eq(e->dep_len[0], 16);
+        ck_assert_uint_eq(e->dep_len[1], 200);
+        done_ok(w, TID(base + 50), "x");
+        done_ok(w, TID(base + 51), "0123456789abcdef");
+        for (size_t k = 0; k < 7; k++)
+            ck_assert_int_eq(sched_release(S, C, TID(base + 1 + k)), 0);
+        ck_assert_int_eq(sched_release(S, C, TID(base + 50)), 0);
+        ck_assert_int_eq(sched_release(S, C, TID(base + 51)), 0);
+        ck_assert_uint_eq(sched_ntasks(S), 0);
+        ck_assert_uint_eq(sched_interned(S), 0);
+    }
+}
+END_TEST
+
+/* Names of 1..255 bytes, packed ahead: checked by the recorder's
+ * cb_compute for every task placed. */
+START_TEST(test_func_names_packed)
+{
+    int u;
+    sched_worker_add(S, "w", 8, &u);
+    char name[256];
+    static const size_t lens[] = {1, 30, 31, 32, 100, 255};
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        memset(name, 'n', lens[k]);
+        name[lens[k]] = '\0';
+        name[0] = (char)('a' + k);
+        ck_assert_int_eq(submit_full(TID(k + 1), name, NULL, 0, 0, 0, NULL), 0);
+        ck_assert_int_eq(submit_full(TID(k + 101), name, NULL, 0, 0, 0, NULL), 0);
+    }
+    ck_assert_uint_eq(sched_interned(S), sizeof lens / sizeof lens[0]);
+    sched_place(S);
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 2 * sizeof lens / sizeof lens[0]);
+}
+END_TEST
+
 Suite *state_suite(void)
 {
     Suite *s = suite_create("scheduler_state");
@@ -728,6 +1063,12 @@ Suite *state_suite(void)
     tcase_add_test(tc, test_release_pending);
     tcase_add_test(tc, test_client_remove);
     tcase_add_test(tc, test_long_chain);
+    tcase_add_test(tc, test_prefetch_hysteresis);
+    tcase_add_test(tc, test_ready_order_model);
+    tcase_add_test(tc, test_chunked_placement);
+    tcase_add_test(tc, test_chunk_per_function);
+    tcase_add_test(tc, test_data_sizes_and_reuse);
+    tcase_add_test(tc, test_func_names_packed);
     suite_add_tcase(s, tc);
     return s;
 }
