@@ -148,6 +148,10 @@ build/test/e2e/%: tests/%.c $(TEST_HELPER_OBJ) lib/libshoal.so build/libshoal_co
 	$(CC) $(CFLAGS) -Itests/lib $(LDFLAGS) -o $@ $< $(TEST_HELPER_OBJ) -Llib -lshoal \
 	      build/libshoal_common.a -Wl,-rpath,'$$ORIGIN/../../../lib' $(CHECK_LIBS) $(LDLIBS)
 
+# Test helper objects are prerequisites of every e2e test; keep make from
+# deleting them as intermediates.
+.SECONDARY: $(TEST_HELPER_OBJ)
+
 examples: $(EX_LIBS) $(EX_BINS)
 
 unit: all $(UNIT_BIN)

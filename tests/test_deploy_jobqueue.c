@@ -19,126 +19,30 @@
  * process is a child subreaper, so job processes (slurmstepd daemonizes)
  * that outlive their parents come back to it and are found.  Starting the
  * daemons needs root; as another user the Slurm tests say so and pass.
+ * The Slurm itself is tests/lib/slurm.c's.
  *
  * The test binary is also the client program given to `--run`:
  *   test_deploy_jobqueue --client PREFIX MINJOBS NTASKS SLEEP WAITWORKERS
  */
 #define _GNU_SOURCE
-#include <ctype.h>
-#include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "e2e.h"
+#include "slurm.h"
 
 #define SLURM_TIMEOUT 150     /* per test with a Slurm in it */
-#define SLURM_PKGS "slurmctld slurmd slurm-client munge slurm-wlm-torque"
 
 static char s_self[PATH_MAX];        /* this binary: the --run client */
 
 /* ==== small helpers ====================================================== */
-
-/* PATH lookup: proc_run/proc_spawn exec a path. */
-static int s_which(const char *name, char *out, size_t cap)
-{
-    static const char *const dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
-                                       "/usr/bin", "/sbin", "/bin", NULL};
-    const char *path = getenv("PATH");
-    char buf[4096];
-    size_t i;
-
-    if (path && strlen(path) < sizeof(buf)) {
-        char *save = NULL, *d;
-        memcpy(buf, path, strlen(path) + 1);
-        for (d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-            snprintf(out, cap, "%s/%s", d, name);
-            if (access(out, X_OK) == 0)
-                return 0;
-        }
-    }
-    for (i = 0; dirs[i]; i++) {
-        snprintf(out, cap, "%s/%s", dirs[i], name);
-        if (access(out, X_OK) == 0)
-            return 0;
-    }
-    return -1;
-}
-
-static int s_free_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port;
-
-    ck_assert_int_ge(fd, 0);
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
-static void s_write_file(const char *path, const char *text, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-
-    ck_assert_msg(fd >= 0, "cannot create %s: %s", path, strerror(errno));
-    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-}
-
-/* The last `max` bytes of a file, for failure messages (static buffer). */
-static const char *s_tail(const char *path, size_t max)
-{
-    static char buf[4096];
-    FILE *f = fopen(path, "r");
-    long size;
-    size_t n;
-
-    if (max >= sizeof(buf))
-        max = sizeof(buf) - 1;
-    if (!f)
-        return "(no file)";
-    fseek(f, 0, SEEK_END);
-    size = ftell(f);
-    fseek(f, size > (long)max ? size - (long)max : 0, SEEK_SET);
-    n = fread(buf, 1, max, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-/* Run a command found in PATH; asserts it could be run. */
-static void s_run(proc_result_t *r, double timeout, const char *name, ...)
-{
-    const char *argv[32];
-    char path[PATH_MAX];
-    va_list ap;
-    int n = 1;
-
-    ck_assert_msg(s_which(name, path, sizeof(path)) == 0, "%s not found", name);
-    argv[0] = path;
-    va_start(ap, name);
-    while (n < 31 && (argv[n] = va_arg(ap, const char *)))
-        n++;
-    va_end(ap);
-    argv[n] = NULL;
-    ck_assert_msg(proc_run(argv, NULL, NULL, 0, timeout, r) == 0, "cannot run %s", name);
-}
 
 /* Count the lines of `text` that contain `needle`. */
 static int s_count(const char *text, const char *needle)
@@ -153,383 +57,7 @@ static int s_count(const char *text, const char *needle)
     return n;
 }
 
-/* ==== processes left behind ============================================== */
-
-/* Our children, from /proc (with PR_SET_CHILD_SUBREAPER, orphans too). */
-static int s_children(pid_t *out, int max)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return 0;
-    while ((e = readdir(d)) && n < max) {
-        char *end;
-        long v = strtol(e->d_name, &end, 10);
-        if (*end || v <= 1 || !isdigit((unsigned char)e->d_name[0]))
-            continue;
-        if (cluster_ppid((pid_t)v) == getpid())
-            out[n++] = (pid_t)v;
-    }
-    closedir(d);
-    return n;
-}
-
-static void s_cmdline(pid_t pid, char *out, size_t cap)
-{
-    char path[64];
-    ssize_t n, i;
-    int fd;
-
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    out[0] = '\0';
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return;
-    n = read(fd, out, cap - 1);
-    close(fd);
-    if (n < 0)
-        n = 0;
-    for (i = 0; i < n; i++)
-        if (!out[i])
-            out[i] = ' ';
-    out[n] = '\0';
-}
-
-/* Reap what has exited, then wait (bounded) until no child is left.  Those
- * that stay are killed by pid, and the test fails naming them. */
-static void s_expect_no_children(double timeout)
-{
-    double end = e2e_now() + timeout;
-    pid_t kids[64];
-    char left[2048] = "", cmd[256];
-    int n, i;
-
-    for (;;) {
-        while (waitpid(-1, NULL, WNOHANG) > 0)
-            ;
-        n = s_children(kids, 64);
-        if (n == 0)
-            return;
-        if (e2e_now() > end)
-            break;
-        e2e_sleep(0.1);
-    }
-    for (i = 0; i < n; i++) {
-        size_t l = strlen(left);
-        s_cmdline(kids[i], cmd, sizeof(cmd));
-        snprintf(left + l, sizeof(left) - l, " [%d: %s]", (int)kids[i], cmd);
-        kill(kids[i], SIGKILL);
-    }
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
-    ck_abort_msg("processes left behind:%s", left);
-}
-
-/* ==== a private single-node Slurm ========================================= */
-
-typedef struct slurm {
-    char dir[PATH_MAX];
-    char conf[PATH_MAX + 32];
-    pid_t munged, ctld, slurmd;
-} slurm_t;
-
-static slurm_t s_slurm;
-
-static pid_t s_daemon(const char *name, const char *logname, const char *const *args)
-{
-    const char *argv[16];
-    char path[PATH_MAX], log[PATH_MAX + 64];
-    pid_t pid;
-    int fd, n = 1;
-
-    ck_assert_msg(s_which(name, path, sizeof(path)) == 0,
-                  "%s is not installed (packages: " SLURM_PKGS "; `make deps`)", name);
-    argv[0] = path;
-    while (args[n - 1] && n < 15) {
-        argv[n] = args[n - 1];
-        n++;
-    }
-    argv[n] = NULL;
-    snprintf(log, sizeof(log), "%s/log/%s", s_slurm.dir, logname);
-    fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    ck_assert_int_ge(fd, 0);
-    pid = proc_spawn(argv, NULL, -1, fd, fd, s_slurm.dir);
-    close(fd);
-    ck_assert_msg(pid > 0, "cannot start %s", name);
-    return pid;
-}
-
-/* Cancel every job of our cluster and wait (bounded) for the queue to
- * empty; returns the jobs still listed (0 when empty). */
-static int s_slurm_drain(double timeout)
-{
-    double end = e2e_now() + timeout;
-    char squeue[PATH_MAX], scancel[PATH_MAX];
-    proc_result_t r;
-    int left = -1;
-
-    if (s_which("squeue", squeue, sizeof(squeue)) < 0 ||
-        s_which("scancel", scancel, sizeof(scancel)) < 0)
-        return -1;
-    for (;;) {
-        const char *qa[] = {squeue, "-h", "-o", "%i", NULL};
-        char *p, *save = NULL;
-        const char *ca[64];
-        int n = 1;
-
-        if (proc_run(qa, NULL, NULL, 0, 20, &r) < 0)
-            return -1;
-        left = 0;
-        ca[0] = scancel;
-        for (p = strtok_r(r.out, "\n", &save); p && n < 63; p = strtok_r(NULL, "\n", &save))
-            if (*p)
-                ca[n++] = p, left++;
-        ca[n] = NULL;
-        if (left && n > 1) {
-            proc_result_t c;
-            if (proc_run(ca, NULL, NULL, 0, 20, &c) == 0)
-                proc_result_free(&c);
-        }
-        proc_result_free(&r);
-        if (!left || e2e_now() > end)
-            return left;
-        e2e_sleep(0.5);
-    }
-}
-
-static void s_stop_pid(pid_t *pid)
-{
-    if (*pid > 0) {
-        kill(*pid, SIGTERM);
-        if (cluster_waitpid(*pid, 15) == -1) {
-            kill(*pid, SIGKILL);
-            cluster_waitpid(*pid, 5);
-        }
-        *pid = 0;
-    }
-}
-
-static void s_rm_rf(const char *dir)
-{
-    char cmd[PATH_MAX + 32];
-
-    if (dir[0] && !getenv("SHOAL_E2E_KEEP")) {
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot remove %s\n", dir);
-    }
-}
-
-/*
- * Unchecked fixture of the Slurm tests, run in Check's parent process around
- * them: a directory that holds each test's cluster, and the cleanup of what a
- * failed test leaves (Check's forked test process ends with _exit on a
- * failed assertion, so nothing of its own runs).  The daemons die with their
- * test process (PR_SET_PDEATHSIG); what may outlive it are job processes
- * (slurmstepd daemonizes, and the workers under it), which, this process
- * being a child subreaper too, come back here.  Teardown kills by pid those
- * children and any process whose command line names the directory (a
- * daemon), then removes the directory.
- */
-static char s_base[PATH_MAX - 64];
-
-static void s_fixture_setup(void)
-{
-    prctl(PR_SET_CHILD_SUBREAPER, 1);
-    snprintf(s_base, sizeof(s_base), "%s/shoal-jq-test-XXXXXX", cluster_tmpbase());
-    if (!mkdtemp(s_base) || chmod(s_base, 0755) < 0) {
-        fprintf(stderr, "cannot create %s: %s\n", s_base, strerror(errno));
-        s_base[0] = '\0';
-    }
-}
-
-static void s_fixture_teardown(void)
-{
-    DIR *d;
-    struct dirent *e;
-    pid_t kids[64];
-    double end = e2e_now() + 10;
-    int n, i;
-
-    if (s_base[0] && (d = opendir("/proc"))) {
-        while ((e = readdir(d))) {
-            char cmd[1024];
-            long v = strtol(e->d_name, NULL, 10);
-            if (v <= 1 || v == getpid())
-                continue;
-            s_cmdline((pid_t)v, cmd, sizeof(cmd));
-            if (strstr(cmd, s_base))
-                kill((pid_t)v, SIGKILL);
-        }
-        closedir(d);
-    }
-    while ((n = s_children(kids, 64)) > 0 && e2e_now() < end) {
-        for (i = 0; i < n; i++)
-            kill(kids[i], SIGKILL);
-        while (waitpid(-1, NULL, WNOHANG) > 0)
-            ;
-        e2e_sleep(0.05);
-    }
-    s_rm_rf(s_base);
-    s_base[0] = '\0';
-}
-
-static void s_slurm_start(void)
-{
-    static char conf[65536];
-    char key[PATH_MAX + 32], sock[PATH_MAX + 32], sub[PATH_MAX + 32];
-    unsigned char keybytes[128];
-    int ctld_port = s_free_port(), slurmd_port = s_free_port(), fd, i;
-    double end;
-
-    while (slurmd_port == ctld_port)
-        slurmd_port = s_free_port();
-    /* Orphaned job processes (slurmstepd daemonizes) come back to us. */
-    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-    memset(&s_slurm, 0, sizeof(s_slurm));
-    snprintf(s_slurm.dir, sizeof(s_slurm.dir), "%s/slurm-XXXXXX",
-             s_base[0] ? s_base : cluster_tmpbase());
-    ck_assert_ptr_nonnull(mkdtemp(s_slurm.dir));
-    /* munged wants every directory on its socket's path searchable by all. */
-    ck_assert_int_eq(chmod(s_slurm.dir, 0755), 0);
-    for (i = 0; i < 4; i++) {
-        static const char *const subs[] = {"munge", "state", "spool", "log"};
-        snprintf(sub, sizeof(sub), "%s/%s", s_slurm.dir, subs[i]);
-        ck_assert_int_eq(mkdir(sub, 0755), 0);
-    }
-
-    /* A fresh munge key: 1024 random bits, readable by us only. */
-    snprintf(key, sizeof(key), "%s/munge/munge.key", s_slurm.dir);
-    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(read(fd, keybytes, sizeof(keybytes)), (ssize_t)sizeof(keybytes));
-    close(fd);
-    fd = open(key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, keybytes, sizeof(keybytes)), (ssize_t)sizeof(keybytes));
-    close(fd);
-    snprintf(sock, sizeof(sock), "%s/munge/munge.socket", s_slurm.dir);
-    {
-        char a1[PATH_MAX + 64], a2[PATH_MAX + 64], a3[PATH_MAX + 64], a4[PATH_MAX + 64],
-            a5[PATH_MAX + 64];
-        snprintf(a1, sizeof(a1), "--socket=%s", sock);
-        snprintf(a2, sizeof(a2), "--key-file=%s", key);
-        snprintf(a3, sizeof(a3), "--log-file=%s/log/munged.log", s_slurm.dir);
-        snprintf(a4, sizeof(a4), "--pid-file=%s/munge/munged.pid", s_slurm.dir);
-        snprintf(a5, sizeof(a5), "--seed-file=%s/munge/munged.seed", s_slurm.dir);
-        s_slurm.munged = s_daemon("munged", "munged.out",
-                                  (const char *[]){"-F", a1, a2, a3, a4, a5, NULL});
-    }
-    end = e2e_now() + 15;
-    while (access(sock, F_OK) != 0) {
-        char log[PATH_MAX + 64];
-        snprintf(log, sizeof(log), "%s/log/munged.out", s_slurm.dir);
-        ck_assert_msg(proc_alive(s_slurm.munged), "munged exited: %s", s_tail(log, 1500));
-        ck_assert_msg(e2e_now() < end, "munged did not create its socket");
-        e2e_sleep(0.05);
-    }
-
-    /* One node, 127.0.0.1, no cgroups, no accounting: what a CI container
-     * can run.  config_overrides: the node is what we say, whatever the
-     * machine's cores and memory. */
-    snprintf(s_slurm.conf, sizeof(s_slurm.conf), "%s/slurm.conf", s_slurm.dir);
-    snprintf(conf, sizeof(conf),
-             "ClusterName=shoaltest\n"
-             "SlurmctldHost=localhost(127.0.0.1)\n"
-             "SlurmctldPort=%d\n"
-             "SlurmdPort=%d\n"
-             "SlurmUser=root\n"
-             "SlurmdUser=root\n"
-             "AuthType=auth/munge\n"
-             "CredType=cred/munge\n"
-             "AuthInfo=socket=%s\n"
-             "StateSaveLocation=%s/state\n"
-             "SlurmdSpoolDir=%s/spool\n"
-             "SlurmctldPidFile=%s/slurmctld.pid\n"
-             "SlurmdPidFile=%s/slurmd.pid\n"
-             "SlurmctldLogFile=%s/log/slurmctld.log\n"
-             "SlurmdLogFile=%s/log/slurmd.log\n"
-             "ProctrackType=proctrack/linuxproc\n"
-             "TaskPlugin=task/none\n"
-             "SelectType=select/cons_tres\n"
-             "SelectTypeParameters=CR_Core\n"
-             "SlurmdParameters=config_overrides\n"
-             "JobAcctGatherType=jobacct_gather/none\n"
-             "AccountingStorageType=accounting_storage/none\n"
-             "MpiDefault=none\n"
-             "SwitchType=switch/none\n"
-             "ReturnToService=2\n"
-             "InactiveLimit=0\n"
-             "MinJobAge=2\n"
-             "KillWait=5\n"
-             "SchedulerType=sched/backfill\n"
-             "NodeName=localhost NodeAddr=127.0.0.1 CPUs=4 RealMemory=4000 State=UNKNOWN\n"
-             "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP\n",
-             ctld_port, slurmd_port, sock, s_slurm.dir, s_slurm.dir, s_slurm.dir,
-             s_slurm.dir, s_slurm.dir, s_slurm.dir);
-    s_write_file(s_slurm.conf, conf, 0644);
-    setenv("SLURM_CONF", s_slurm.conf, 1);
-
-    s_slurm.ctld = s_daemon("slurmctld", "slurmctld.out",
-                            (const char *[]){"-D", "-i", "-f", s_slurm.conf, NULL});
-    s_slurm.slurmd = s_daemon("slurmd", "slurmd.out",
-                              (const char *[]){"-D", "-f", s_slurm.conf, "-N", "localhost",
-                                               NULL});
-    /* Ready when the node is idle. */
-    end = e2e_now() + 40;
-    for (;;) {
-        proc_result_t r;
-        int idle;
-        char log[PATH_MAX + 64];
-
-        s_run(&r, 10, "sinfo", "-h", "-o", "%T", NULL);
-        idle = r.exit_code == 0 && !strncmp(r.out, "idle", 4);
-        proc_result_free(&r);
-        if (idle)
-            break;
-        snprintf(log, sizeof(log), "%s/log/slurmctld.log", s_slurm.dir);
-        ck_assert_msg(proc_alive(s_slurm.ctld), "slurmctld exited: %s", s_tail(log, 1500));
-        snprintf(log, sizeof(log), "%s/log/slurmd.log", s_slurm.dir);
-        ck_assert_msg(proc_alive(s_slurm.slurmd), "slurmd exited: %s", s_tail(log, 1500));
-        ck_assert_msg(e2e_now() < end, "the Slurm node did not become idle: %s",
-                      s_tail(log, 1500));
-        e2e_sleep(0.2);
-    }
-}
-
-/* Stop the cluster (jobs, then daemons, by pid) and check nothing of it,
- * or of the jobs, is left. */
-static void s_slurm_stop(void)
-{
-    int left = s_slurm_drain(30);
-
-    s_stop_pid(&s_slurm.slurmd);
-    s_stop_pid(&s_slurm.ctld);
-    s_stop_pid(&s_slurm.munged);
-    ck_assert_msg(left == 0, "%d jobs still in the queue at the end", left);
-    s_expect_no_children(20);
-    s_rm_rf(s_slurm.dir);
-    s_slurm.dir[0] = '\0';
-}
-
-/* Jobs in our queue now (squeue). */
-static int s_jobs_in_queue(char *ids, size_t cap)
-{
-    proc_result_t r;
-    int n = 0;
-    char *p;
-
-    s_run(&r, 20, "squeue", "-h", "-o", "%i %T", NULL);
-    ck_assert_msg(r.exit_code == 0, "squeue failed: %s", r.err);
-    for (p = r.out; *p; p++)
-        if (*p == '\n')
-            n++;
-    if (ids)
-        snprintf(ids, cap, "%s", r.out);
-    proc_result_free(&r);
-    return n;
-}
+static slurm_t s_slurm;              /* the Slurm of the running test */
 
 /* ==== the client program (--client) ======================================= */
 
@@ -828,7 +356,7 @@ START_TEST(dry_run_slurm)
                     "--lifetime 3420s\n");
     {
         proc_result_t b;
-        s_run(&b, 10, "bash", "-n", "-c", r.out, NULL);
+        slurm_cmd(&b, 10, "bash", "-n", "-c", r.out, NULL);
         ck_assert_msg(b.exit_code == 0, "bash -n: %s", b.err);
         proc_result_free(&b);
     }
@@ -958,16 +486,6 @@ END_TEST
 
 /* ==== against a real Slurm ================================================= */
 
-/* Starting slurmctld, slurmd and munged as they are configured here needs
- * root; anyone else gets a clear message and a pass. */
-static int s_not_root(void)
-{
-    if (geteuid() == 0)
-        return 0;
-    printf("skipped: starting slurmctld/slurmd/munged needs root\n");
-    return 1;
-}
-
 /* A working directory for one run (output files of the PBS wrapper land in
  * the directory qsub runs in). */
 static void s_workdir(char *out, size_t cap, const char *tag)
@@ -986,9 +504,9 @@ START_TEST(slurm_jobs_run_tasks)
     char j1[64], j2[64];
     proc_result_t r;
 
-    if (s_not_root())
+    if (slurm_not_root())
         return;
-    s_slurm_start();
+    slurm_start(&s_slurm, NULL);
     s_workdir(work, sizeof(work), "run");
     snprintf(logs, sizeof(logs), "%s/logs", work);
     s_jobqueue(&r, 120, (const char *[]){
@@ -1027,12 +545,12 @@ START_TEST(slurm_jobs_run_tasks)
          * the jobs and told to retire 60 s before the walltime. */
         snprintf(want, sizeof(want), "%s/jqt-%s.err", logs, j1);
         ck_assert_msg(access(want, F_OK) == 0, "no %s", want);
-        CONTAINS(s_tail(want, 4000), "worker jqt-");
+        CONTAINS(slurm_file_tail(want, 4000), "worker jqt-");
     }
-    ck_assert_int_eq(s_jobs_in_queue(ids, sizeof(ids)), 0);
+    ck_assert_int_eq(slurm_jobs_in_queue(ids, sizeof(ids)), 0);
     proc_result_free(&r);
     ck_assert_int_eq(chdir("/"), 0);
-    s_slurm_stop();
+    slurm_stop(&s_slurm);
 }
 END_TEST
 
@@ -1050,9 +568,9 @@ START_TEST(slurm_adapt)
     pid_t jq;
     int fo, fe, status, rc;
 
-    if (s_not_root())
+    if (slurm_not_root())
         return;
-    s_slurm_start();
+    slurm_start(&s_slurm, NULL);
     s_workdir(work, sizeof(work), "adapt");
     snprintf(sfile, sizeof(sfile), "%s/sched.json", work);
     snprintf(outp, sizeof(outp), "%s/jq.out", work);
@@ -1075,16 +593,16 @@ START_TEST(slurm_adapt)
     {
         char addr[256];
         ck_assert_msg(s_sfile_address(sfile, 30, addr, sizeof(addr)) == 0,
-                      "no scheduler file:\n%s", s_tail(errp, 2000));
+                      "no scheduler file:\n%s", slurm_file_tail(errp, 2000));
         setenv("SHOAL_SCHEDULER", addr, 1);
     }
     e2e_sleep(2.0);
-    ck_assert_msg(s_jobs_in_queue(NULL, 0) == 0, "a job was submitted with nothing to do");
+    ck_assert_msg(slurm_jobs_in_queue(NULL, 0) == 0, "a job was submitted with nothing to do");
 
     /* Tasks waiting: jobs come and run them (checked as in --run). */
     rc = s_client("ad", 1, 10, "0.5", 0);
-    ck_assert_msg(rc == 0, "client failed; jobqueue log:\n%s", s_tail(errp, 3000));
-    CONTAINS(s_tail(errp, 4000), "adapt: ");
+    ck_assert_msg(rc == 0, "client failed; jobqueue log:\n%s", slurm_file_tail(errp, 3000));
+    CONTAINS(slurm_file_tail(errp, 4000), "adapt: ");
 
     /* Idle: every job is cancelled (MIN 0) and its workers leave. */
     c = shoal_connect(NULL, &err);
@@ -1095,25 +613,25 @@ START_TEST(slurm_adapt)
         ck_assert_int_eq(shoal_status(c, &st, 10, &err), 0);
         n = st.nworkers;
         shoal_status_free(&st);
-        if (n == 0 && s_jobs_in_queue(ids, sizeof(ids)) == 0)
+        if (n == 0 && slurm_jobs_in_queue(ids, sizeof(ids)) == 0)
             break;
         ck_assert_msg(e2e_now() < end, "adapt did not scale down: %d workers, queue:\n%s\n%s",
-                      n, ids, s_tail(errp, 3000));
+                      n, ids, slurm_file_tail(errp, 3000));
         e2e_sleep(0.5);
     }
     shoal_disconnect(c);
-    CONTAINS(s_tail(errp, 8000), "(adapt: not needed)");
+    CONTAINS(slurm_file_tail(errp, 8000), "(adapt: not needed)");
 
     /* SIGTERM: a clean stop, exit 0, the scheduler file removed. */
     ck_assert_int_eq(kill(jq, SIGTERM), 0);
     status = cluster_waitpid(jq, 60);
     ck_assert_msg(status != -1, "shoal-jobqueue did not stop after SIGTERM");
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d:\n%s", status,
-                  s_tail(errp, 3000));
+                  slurm_file_tail(errp, 3000));
     ck_assert_int_ne(access(sfile, F_OK), 0);
-    CONTAINS(s_tail(errp, 2000), "SIGTERM received");
+    CONTAINS(slurm_file_tail(errp, 2000), "SIGTERM received");
     ck_assert_int_eq(chdir("/"), 0);
-    s_slurm_stop();
+    slurm_stop(&s_slurm);
 }
 END_TEST
 
@@ -1125,9 +643,9 @@ START_TEST(pbs_qsub)
     const char *id;
     proc_result_t r;
 
-    if (s_not_root())
+    if (slurm_not_root())
         return;
-    s_slurm_start();
+    slurm_start(&s_slurm, NULL);
     s_workdir(work, sizeof(work), "pbs");
     snprintf(logs, sizeof(logs), "%s/logs", work);
     s_jobqueue(&r, 120, (const char *[]){
@@ -1157,12 +675,12 @@ START_TEST(pbs_qsub)
         char outf[2 * PATH_MAX];
         snprintf(outf, sizeof(outf), "%s/pq.sh.o%s", logs, job);
         snprintf(want, sizeof(want), "prologue ran in %s", job);
-        CONTAINS(s_tail(outf, 4000), want);
+        CONTAINS(slurm_file_tail(outf, 4000), want);
     }
-    ck_assert_int_eq(s_jobs_in_queue(ids, sizeof(ids)), 0);
+    ck_assert_int_eq(slurm_jobs_in_queue(ids, sizeof(ids)), 0);
     proc_result_free(&r);
     ck_assert_int_eq(chdir("/"), 0);
-    s_slurm_stop();
+    slurm_stop(&s_slurm);
 }
 END_TEST
 
@@ -1175,9 +693,9 @@ START_TEST(slurm_lifetime_hands_back)
     const char *id;
     proc_result_t r;
 
-    if (s_not_root())
+    if (slurm_not_root())
         return;
-    s_slurm_start();
+    slurm_start(&s_slurm, NULL);
     s_workdir(work, sizeof(work), "life");
     s_jobqueue(&r, 140, (const char *[]){
         "slurm", "--host", "127.0.0.1", "--scheduler-port", "0", "--jobs", "1",
@@ -1202,12 +720,12 @@ START_TEST(slurm_lifetime_hands_back)
     {
         char outf[2 * PATH_MAX];
         snprintf(outf, sizeof(outf), "%s/slurm-%s.out", work, j1);
-        CONTAINS(s_tail(outf, 4000), "retiring");
+        CONTAINS(slurm_file_tail(outf, 4000), "retiring");
     }
-    ck_assert_int_eq(s_jobs_in_queue(NULL, 0), 0);
+    ck_assert_int_eq(slurm_jobs_in_queue(NULL, 0), 0);
     proc_result_free(&r);
     ck_assert_int_eq(chdir("/"), 0);
-    s_slurm_stop();
+    slurm_stop(&s_slurm);
 }
 END_TEST
 
@@ -1218,9 +736,9 @@ START_TEST(slurm_broken_jobs_give_up)
     char work[PATH_MAX + 16], logs[PATH_MAX + 32];
     proc_result_t r;
 
-    if (s_not_root())
+    if (slurm_not_root())
         return;
-    s_slurm_start();
+    slurm_start(&s_slurm, NULL);
     s_workdir(work, sizeof(work), "broken");
     snprintf(logs, sizeof(logs), "%s/logs", work);
     s_jobqueue(&r, 120, (const char *[]){
@@ -1233,10 +751,10 @@ START_TEST(slurm_broken_jobs_give_up)
                                     "output in "), 3);
     CONTAINS(r.err, "3 jobs in a row ended before their workers connected: giving up");
     ck_assert_int_eq(s_count(r.err, "submitted job "), 3);
-    ck_assert_int_eq(s_jobs_in_queue(NULL, 0), 0);
+    ck_assert_int_eq(slurm_jobs_in_queue(NULL, 0), 0);
     proc_result_free(&r);
     ck_assert_int_eq(chdir("/"), 0);
-    s_slurm_stop();
+    slurm_stop(&s_slurm);
 }
 END_TEST
 
@@ -1253,7 +771,7 @@ static Suite *s_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("slurm");
     tcase_set_timeout(tc, SLURM_TIMEOUT);
-    tcase_add_unchecked_fixture(tc, s_fixture_setup, s_fixture_teardown);
+    tcase_add_unchecked_fixture(tc, slurm_fixture_setup, slurm_fixture_teardown);
     e2e_add(tc, slurm_jobs_run_tasks);
     e2e_add(tc, slurm_adapt);
     e2e_add(tc, pbs_qsub);

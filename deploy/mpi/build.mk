@@ -65,6 +65,7 @@ $(MPI_TESTPROG): build/deploy/mpi/test_prog.o lib/libshoal_mpi.so lib/libshoal.s
 
 # The end-to-end test runs the test program (and bin/shoal-mpi, in `all`).
 build/test/e2e/test_deploy_mpi: $(MPI_TESTPROG)
+build/test/e2e/test_deploy_mpi_slurm: bin/shoal-mpi bin/shoal-scheduler bin/shoal-worker build/examples/primes build/examples/libprimes.so
 
 install: install-mpi
 install-mpi: $(MPI_LIB_OUT)
