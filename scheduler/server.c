@@ -83,6 +83,7 @@ struct peer {
     sched_client_t *c;
     proto_batch_t out;          /* COMPUTE (worker) or RESULT (client) */
     proto_batch_t cancel;       /* WCANCEL (worker) */
+    proto_batch_t free;         /* FREE (worker) */
     double warn_t0;
     unsigned warn_n;
 };
@@ -109,6 +110,7 @@ struct server {
     sched_t *sched;
     u64map_t *by_ident;         /* hash(ident) -> peer chain */
     u64map_t *by_fd;            /* fd + 1 -> peer */
+    u64map_t *by_wid;           /* worker id -> peer */
     peer_t *peers;
     size_t nworkers, nclients;
     uint64_t names_given;
@@ -150,6 +152,9 @@ static void h_cancel(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_upload_lib(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_status(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_task_done(server_t *srv, peer_t *p, proto_msg_t *m);
+static void h_scatter(server_t *srv, peer_t *p, proto_msg_t *m);
+static void h_refetch(server_t *srv, peer_t *p, proto_msg_t *m);
+static void h_pause(server_t *srv, peer_t *p, proto_msg_t *m);
 
 #define ANY_PEER (ROLE_CLIENT | ROLE_WORKER)
 
@@ -173,6 +178,12 @@ static dispatch_t s_dispatch[MSG_TYPE_MAX] = {
     [MSG_TASK_DONE] = {h_task_done, ROLE_WORKER, "TASK_DONE", 0},
     [MSG_WCANCEL] = {NULL, 0, "WCANCEL", 0},
     [MSG_LIBRARY] = {NULL, 0, "LIBRARY", 0},
+    [MSG_SCATTER] = {h_scatter, ROLE_CLIENT, "SCATTER", 0},
+    [MSG_REFETCH] = {h_refetch, ROLE_CLIENT, "REFETCH", 0},
+    [MSG_FREE] = {NULL, 0, "FREE", 0},
+    [MSG_STEAL] = {NULL, 0, "STEAL", 0},
+    [MSG_STEAL_REPLY] = {NULL, 0, "STEAL_REPLY", 0},
+    [MSG_PAUSE] = {h_pause, ROLE_WORKER, "PAUSE", 0},
 };
 
 static const char *s_role_name(int role)
@@ -365,6 +376,7 @@ static void s_flush_peer(server_t *srv, peer_t *p)
         /* Nobody to send to; drop what was queued. */
         proto_batch_destroy(&p->out);
         proto_batch_destroy(&p->cancel);
+        proto_batch_destroy(&p->free);
         return;
     }
     /* COMPUTE before WCANCEL: a task assigned and cancelled in the same
@@ -375,6 +387,9 @@ static void s_flush_peer(server_t *srv, peer_t *p)
     if (!p->dead && proto_batch_count(&p->cancel) &&
         proto_batch_send(&p->cancel, srv->router, p->ident, p->ident_len) < 0)
         s_send_failed(srv, p, "WCANCEL");
+    if (!p->dead && proto_batch_count(&p->free) &&
+        proto_batch_send(&p->free, srv->router, p->ident, p->ident_len) < 0)
+        s_send_failed(srv, p, "FREE");
 }
 
 static void s_batch_added(server_t *srv, peer_t *p, proto_batch_t *b)
@@ -511,7 +526,14 @@ static inline uint8_t *s_put_bytes(uint8_t *o, const void *p, size_t n)
 
 /* ---- state callbacks ------------------------------------------------------------------ */
 
-/* COMPUTE item: [id, func, args: bin, [[dep_id, result: bin]...]]. */
+/* Data endpoint addresses: tcp://host:port within 255 bytes. */
+#define DATA_ADDR_MAX 255
+
+/*
+ * COMPUTE item: [id, func, args: bin, deps], each dep
+ * [dep_id, result: bin] when the scheduler holds the result, or
+ * [dep_id, nil, nbytes, [holder data addresses...]] when workers keep it.
+ */
 static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
 {
     server_t *srv = ctx;
@@ -526,9 +548,11 @@ static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
     for (size_t i = 0; i < nd; i++) {
         uint64_t did;
         const void *res;
-        size_t rlen;
+        size_t rlen, nh;
         sched_task_dep(t, i, &did, &res, &rlen);
-        need += 1 + U64_MAX_LEN + HDR_MAX_LEN + rlen;
+        sched_task_holders(srv->sched, sched_task_dep_task(t, i), &nh, NULL);
+        need += 1 + U64_MAX_LEN + HDR_MAX_LEN + rlen + U64_MAX_LEN + HDR_MAX_LEN +
+                nh * (HDR_MAX_LEN + DATA_ADDR_MAX);
     }
     proto_batch_add(&p->out);
     uint8_t *o = s_batch_room(&p->out, need), *start = o;
@@ -543,10 +567,29 @@ static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
         const void *res;
         size_t rlen;
         sched_task_dep(t, i, &did, &res, &rlen);
-        *o++ = 0x92;
+        size_t nh;
+        uint64_t nbytes;
+        sched_worker_t *const *hs =
+            sched_task_holders(srv->sched, sched_task_dep_task(t, i), &nh, &nbytes);
+        if (!hs) {
+            /* Held here: the short form, as before the data plane. */
+            *o++ = 0x92;
+            o = s_put_u64(o, did);
+            o = s_put_bin_hdr(o, rlen);
+            o = s_put_bytes(o, res, rlen);
+            continue;
+        }
+        *o++ = 0x94;
         o = s_put_u64(o, did);
-        o = s_put_bin_hdr(o, rlen);
-        o = s_put_bytes(o, res, rlen);
+        *o++ = 0xc0;
+        o = s_put_u64(o, nbytes);
+        o = s_put_array_hdr(o, nh);
+        for (size_t j = 0; j < nh; j++) {
+            const char *a = sched_worker_data(hs[j]);
+            size_t al = strlen(a);
+            o = s_put_str_hdr(o, al);
+            o = s_put_bytes(o, a, al);
+        }
     }
     p->out.sbuf.size += (size_t)(o - start);
     s_batch_added(srv, p, &p->out);
@@ -582,6 +625,43 @@ static void cb_result(void *ctx, void *cuser, uint64_t id, int status, const voi
                       size_t len, const char *worker)
 {
     s_pack_result(ctx, cuser, id, status, payload, len, worker);
+}
+
+/* RESULT item of a result kept on workers:
+ * [id, 0, nil, worker: str|nil, nbytes, [holder data addresses...]]. */
+static void cb_result_kept(void *ctx, void *cuser, const sched_task_t *t, const char *worker)
+{
+    server_t *srv = ctx;
+    peer_t *p = cuser;
+    if (p->dead)
+        return;
+    size_t nh;
+    uint64_t nbytes;
+    sched_worker_t *const *hs = sched_task_holders(srv->sched, t, &nh, &nbytes);
+    msgpack_packer *pk = proto_batch_add(&p->out);
+    msgpack_pack_array(pk, 6);
+    msgpack_pack_uint64(pk, sched_task_id(t));
+    msgpack_pack_int(pk, TASK_OK);
+    msgpack_pack_nil(pk);
+    if (worker)
+        mp_pack_cstr(pk, worker);
+    else
+        msgpack_pack_nil(pk);
+    msgpack_pack_uint64(pk, nbytes);
+    msgpack_pack_array(pk, (uint32_t)nh);
+    for (size_t j = 0; j < nh; j++)
+        mp_pack_cstr(pk, sched_worker_data(hs[j]));
+    s_batch_added(srv, p, &p->out);
+}
+
+static void cb_wfree(void *ctx, void *wuser, uint64_t id)
+{
+    server_t *srv = ctx;
+    peer_t *p = wuser;
+    if (p->dead)
+        return;
+    msgpack_pack_uint64(proto_batch_add(&p->free), id);
+    s_batch_added(srv, p, &p->free);
 }
 
 static void cb_wcancel(void *ctx, void *wuser, uint64_t id)
@@ -639,6 +719,8 @@ static void s_peer_remove(server_t *srv, peer_t *p, const char *why, int crashed
     }
     if (p->fd >= 0 && u64map_get(srv->by_fd, (uint64_t)p->fd + 1) == p)
         u64map_del(srv->by_fd, (uint64_t)p->fd + 1);
+    if (p->role == ROLE_WORKER && p->id && u64map_get(srv->by_wid, p->id) == p)
+        u64map_del(srv->by_wid, p->id);
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -648,6 +730,7 @@ static void s_peer_remove(server_t *srv, peer_t *p, const char *why, int crashed
     s_undirty(srv, p);
     proto_batch_destroy(&p->out);
     proto_batch_destroy(&p->cancel);
+    proto_batch_destroy(&p->free);
     free(p);
 }
 
@@ -770,10 +853,25 @@ static void h_hello(server_t *srv, peer_t *p, proto_msg_t *m)
         return;
     }
     int64_t nthreads = 0;
+    char data[DATA_ADDR_MAX + 1] = "";
     if (role == ROLE_WORKER) {
         o = mp_map_get(b, "nthreads");
         if (!o || mp_i64(o, &nthreads) < 0 || nthreads < 1 || nthreads > 65536) {
             s_bad(srv, p, m, "\"nthreads\" must be an integer in [1, 65536]");
+            return;
+        }
+        o = mp_map_get(b, "data");
+        if (o && !mp_is_nil(o) &&
+            (mp_strcpy(o, data, sizeof data) < 0 || strncmp(data, "tcp://", 6) != 0 ||
+             !strchr(data + 6, ':') || strpbrk(data, " \t\r\n"))) {
+            s_bad(srv, p, m, "\"data\" must be a tcp://host:port address of at most %d bytes",
+                  DATA_ADDR_MAX);
+            return;
+        }
+        o = mp_map_get(b, "memory_limit");
+        uint64_t ml;
+        if (o && !mp_is_nil(o) && mp_u64(o, &ml) < 0) {
+            s_bad(srv, p, m, "\"memory_limit\" must be a non-negative integer");
             return;
         }
     }
@@ -813,9 +911,14 @@ static void h_hello(server_t *srv, peer_t *p, proto_msg_t *m)
         snprintf(np->host, sizeof np->host, "?");
     proto_batch_init(&np->out, role == ROLE_WORKER ? MSG_COMPUTE : MSG_RESULT);
     proto_batch_init(&np->cancel, MSG_WCANCEL);
+    proto_batch_init(&np->free, MSG_FREE);
 
     if (role == ROLE_WORKER) {
         np->w = sched_worker_add(srv->sched, np->name, np->nthreads, np);
+        if (np->w && sched_worker_set_data(np->w, data) < 0) {
+            sched_worker_remove(srv->sched, np->w, 0);
+            np->w = NULL;
+        }
         if (np->w)
             np->id = sched_worker_id(np->w);
     } else {
@@ -831,7 +934,10 @@ static void h_hello(server_t *srv, peer_t *p, proto_msg_t *m)
     peer_t *head = u64map_get(srv->by_ident, np->hkey);
     np->hnext = head;
     if (u64map_put(srv->by_ident, np->hkey, np) < 0 ||
-        (np->fd >= 0 && u64map_put(srv->by_fd, (uint64_t)np->fd + 1, np) < 0)) {
+        (np->fd >= 0 && u64map_put(srv->by_fd, (uint64_t)np->fd + 1, np) < 0) ||
+        (np->w && u64map_put(srv->by_wid, np->id, np) < 0)) {
+        if (np->fd >= 0 && u64map_get(srv->by_fd, (uint64_t)np->fd + 1) == np)
+            u64map_del(srv->by_fd, (uint64_t)np->fd + 1);
         /* Out of memory in an index: undo. */
         if (u64map_get(srv->by_ident, np->hkey) == np) {
             if (head)
@@ -982,6 +1088,21 @@ static int s_parse_submit(server_t *srv, const msgpack_object *it, size_t n, sch
         *why = "name must be nil or a string of at most 255 bytes";
         return -1;
     }
+    if (n > 7 && !mp_is_nil(&it[7])) {
+        /* Options {"resources": {...}, "workers": [...]}: placement by
+         * resources and restrictions is not implemented here yet, and
+         * running such a task anywhere could over-subscribe what it asked
+         * for, so it is refused with that reason rather than run. */
+        if (it[7].type != MSGPACK_OBJECT_MAP) {
+            *why = "options must be nil or a map";
+            return -1;
+        }
+        if (it[7].via.map.size > 0) {
+            *why = "resources and worker restrictions are not supported by this scheduler "
+                   "yet";
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -1002,8 +1123,8 @@ static void h_submit(server_t *srv, peer_t *p, proto_msg_t *m)
         size_t k;
         uint64_t id = 0;
         sched_submit_t sub;
-        const char *why = "each submission must be an array of 6 or 7 fields";
-        if (mp_array(&items[i], &it, &k) < 0 || k < 6 || k > 7 ||
+        const char *why = "each submission must be an array of 6 to 8 fields";
+        if (mp_array(&items[i], &it, &k) < 0 || k < 6 || k > 8 ||
             s_parse_submit(srv, it, k, &sub, &why) < 0) {
             /* With a readable id the client's future can still complete. */
             if (mp_array(&items[i], &it, &k) == 0 && k > 0 && mp_u64(&it[0], &id) == 0 &&
@@ -1218,13 +1339,20 @@ static void h_status(server_t *srv, peer_t *p, proto_msg_t *m)
     for (peer_t *q = srv->peers; q; q = q->next) {
         if (q->role != ROLE_WORKER)
             continue;
-        msgpack_pack_array(&pk, 6);
+        msgpack_pack_array(&pk, 10);
         mp_pack_cstr(&pk, q->name);
         mp_pack_cstr(&pk, q->host);
         msgpack_pack_int64(&pk, q->pid);
         msgpack_pack_unsigned_int(&pk, q->nthreads);
         msgpack_pack_unsigned_int(&pk, sched_worker_running(q->w));
         msgpack_pack_uint64(&pk, sched_worker_completed(q->w));
+        msgpack_pack_uint64(&pk, q->id);
+        mp_pack_cstr(&pk, sched_worker_data(q->w));
+        msgpack_pack_uint64(&pk, sched_worker_stored(q->w));
+        if (sched_worker_paused(q->w))
+            msgpack_pack_true(&pk);
+        else
+            msgpack_pack_false(&pk);
     }
     s_send_to(srv, p, MSG_STATUS_REPLY, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
@@ -1247,9 +1375,43 @@ static void h_task_done(server_t *srv, peer_t *p, proto_msg_t *m)
         const void *payload = "";
         size_t plen = 0;
         if (mp_array(&items[i], &it, &k) < 0 || (k != 4 && k != 5) || mp_u64(&it[0], &id) < 0 ||
-            mp_i64(&it[1], &status) < 0 || status < TASK_OK || status > TASK_CANCELLED ||
+            mp_i64(&it[1], &status) < 0 || status < TASK_OK || status > TASK_MISSING ||
             mp_u64(&it[3], &dur) < 0) {
             bad++;
+            continue;
+        }
+        if (status == TASK_MISSING) {
+            /* [id, 3, [dep ids], ...]: inputs no holder could give. */
+            const msgpack_object *ds;
+            size_t nd;
+            if (mp_array(&it[2], &ds, &nd) < 0 || nd > SCHED_MAX_DEPS) {
+                bad++;
+                continue;
+            }
+            uint64_t *v = nd ? malloc(nd * sizeof *v) : NULL;
+            if (nd && !v) {
+                log_err("out of memory handling a TASK_MISSING from %s", p->name);
+                continue;
+            }
+            size_t nv = 0;
+            for (size_t j = 0; j < nd; j++)
+                if (mp_u64(&ds[j], &v[nv]) == 0)
+                    nv++;
+            if (sched_task_missing(srv->sched, p->w, id, v, nv) < 0)
+                log_debug("ignored TASK_MISSING of task %" PRIu64 " from %s", id, p->name);
+            free(v);
+            continue;
+        }
+        if (status == TASK_OK && k == 5 && mp_is_nil(&it[2])) {
+            /* The result stays in the worker's store. */
+            uint64_t nbytes;
+            if (mp_u64(&it[4], &nbytes) < 0) {
+                bad++;
+                continue;
+            }
+            if (sched_task_done_kept(srv->sched, p->w, id, nbytes, dur) < 0)
+                log_debug("ignored outcome of task %" PRIu64 " from %s (not running there)", id,
+                          p->name);
             continue;
         }
         if (mp_bin(&it[2], &payload, &plen) < 0) {
@@ -1267,6 +1429,82 @@ static void h_task_done(server_t *srv, peer_t *p, proto_msg_t *m)
     }
     if (bad)
         s_bad(srv, p, m, "%zu of %zu outcomes malformed", bad, n);
+}
+
+/* SCATTER: batch of [id, nbytes, [worker ids]]: data the client has PUT on
+ * those workers.  Unknown workers or ids get an error RESULT. */
+static void h_scatter(server_t *srv, peer_t *p, proto_msg_t *m)
+{
+    const msgpack_object *items;
+    size_t n, bad = 0;
+    if (mp_array(&m->body, &items, &n) < 0) {
+        s_bad(srv, p, m, "body must be an array of [id, nbytes, [worker ids]]");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *it, *wids;
+        size_t k, nw;
+        uint64_t id, nbytes;
+        if (mp_array(&items[i], &it, &k) < 0 || k != 3 || mp_u64(&it[0], &id) < 0) {
+            bad++;
+            continue;
+        }
+        const char *why = NULL;
+        char text[300];
+        sched_worker_t **ws = NULL;
+        size_t nws = 0;
+        if (mp_u64(&it[1], &nbytes) < 0) {
+            why = "nbytes must be an unsigned integer";
+        } else if (mp_array(&it[2], &wids, &nw) < 0 || nw == 0) {
+            why = "workers must be a non-empty array of worker ids";
+        } else if (nw > srv->nworkers) {
+            why = "cannot scatter: more worker ids than workers";
+        } else if (!(ws = malloc(nw * sizeof *ws))) {
+            why = "scheduler out of memory";
+        } else {
+            for (size_t j = 0; j < nw && !why; j++) {
+                uint64_t wid;
+                peer_t *q = NULL;
+                if (mp_u64(&wids[j], &wid) == 0)
+                    q = u64map_get(srv->by_wid, wid);
+                if (!q || q->dead) {
+                    snprintf(text, sizeof text, "cannot scatter: unknown worker id in item %zu", i);
+                    why = text;
+                } else {
+                    ws[nws++] = q->w;
+                }
+            }
+        }
+        if (why) {
+            free(ws);
+            if (id)
+                s_pack_result(srv, p, id, TASK_ERR, why, strlen(why), NULL);
+            bad++;
+            continue;
+        }
+        sched_scatter(srv->sched, p->c, id, nbytes, ws, nws);
+        free(ws);
+    }
+    if (bad)
+        log_debug("%zu of %zu SCATTER items from %s refused", bad, n, p->name);
+}
+
+static void h_refetch(server_t *srv, peer_t *p, proto_msg_t *m)
+{
+    s_ids(srv, p, m, sched_refetch);
+}
+
+/* PAUSE {"paused": bool}: a worker over its memory target takes no new
+ * tasks until it says otherwise. */
+static void h_pause(server_t *srv, peer_t *p, proto_msg_t *m)
+{
+    int paused;
+    if (mp_bool(mp_map_get(&m->body, "paused"), &paused) < 0) {
+        s_bad(srv, p, m, "body must be {\"paused\": bool}");
+        return;
+    }
+    log_info("worker %s %s", p->name, paused ? "paused (memory)" : "resumed");
+    sched_worker_set_paused(srv->sched, p->w, paused);
 }
 
 /* ---- receiving ------------------------------------------------------------------------- */
@@ -1429,7 +1667,8 @@ static void s_seterr(char *err, size_t cap, const char *fmt, ...)
 
 server_t *server_create(const server_opts_t *o, char *err, size_t errcap)
 {
-    static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel};
+    static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel, cb_result_kept,
+                                    cb_wfree};
     if (!o || !o->loop || o->port < 0 || o->port > 65535 ||
         (o->host && (!*o->host || strlen(o->host) > 200))) {
         s_seterr(err, errcap, "invalid server options");
@@ -1447,7 +1686,8 @@ server_t *server_create(const server_opts_t *o, char *err, size_t errcap)
     srv->sched = sched_create(&ops, srv);
     srv->by_ident = u64map_create(64);
     srv->by_fd = u64map_create(64);
-    if (!srv->sched || !srv->by_ident || !srv->by_fd) {
+    srv->by_wid = u64map_create(64);
+    if (!srv->sched || !srv->by_ident || !srv->by_fd || !srv->by_wid) {
         s_seterr(err, errcap, "out of memory");
         goto error;
     }
@@ -1602,6 +1842,7 @@ void server_destroy(server_t *srv)
     sched_destroy(srv->sched);
     u64map_destroy(srv->by_ident);
     u64map_destroy(srv->by_fd);
+    u64map_destroy(srv->by_wid);
     free(srv->depbuf);
     free(srv);
 }

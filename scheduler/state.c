@@ -92,6 +92,21 @@ enum {
     TF_POOLED = 128,     /* record has POOL_DEPS slots: recycle it */
 };
 
+/* Rare features, kept off the record so the no-op path does not pay for
+ * them: a result kept on workers has its side record (task_ext_t) in
+ * sched.exts, keyed by task id. */
+enum {
+    XF_KEPT = 1,        /* result on workers: an ext record exists */
+    XF_SCATTERED = 2,   /* client data (SCATTER): cannot be recomputed */
+    XF_REMOTE = 4,      /* some dependency's result is (or was) kept on workers */
+};
+
+typedef struct task_ext {
+    uint64_t nbytes;
+    sched_worker_t **who;         /* holders */
+    uint32_t nwho, capwho;
+} task_ext_t;
+
 /* Args and results this small are stored inside the record: a no-op's, a
  * number, and the args of a task on one future (an array holding one
  * 10-byte reference). */
@@ -134,6 +149,7 @@ struct sched_task {
     uint8_t suspicious;
     uint8_t state;
     uint8_t flags;
+    uint8_t xflags;               /* XF_* (in what was padding) */
     sched_task_t *deps[];         /* distinct dependencies */
 };
 
@@ -191,9 +207,13 @@ struct sched_worker {
     uint64_t completed;
     int list;                       /* WL_* */
     int removing;
+    int paused;                     /* PAUSE: no new tasks */
     sched_worker_t *lprev, *lnext;  /* idle/prefetch list */
     sched_worker_t *prev, *next;    /* all workers */
     sched_task_t *tasks;            /* PROCESSING on it */
+    char *data;                     /* data endpoint address, or NULL */
+    u64map_t *held;                 /* id -> task whose result it holds */
+    uint64_t stored;                /* sum of their nbytes */
 };
 
 struct sched_client {
@@ -211,6 +231,7 @@ struct sched {
     sched_ops_t ops;
     void *ctx;
     tmap_t *tasks;                 /* id -> record */
+    u64map_t *exts;                /* id -> task_ext_t, for XF_KEPT tasks */
     u64map_t *strs;                /* hash -> sstr_t chain */
     size_t nstrs;
     sched_task_t **heap;           /* ready tasks not in the FIFO lane */
@@ -246,11 +267,12 @@ static const char *const s_state_names[TS_NSTATES] = {
 
 /* The only legal moves (see state.h and docs/ARCHITECTURE.md). */
 static const uint8_t s_allowed[TS_NSTATES][TS_NSTATES] = {
-    [TS_NEW] = {[TS_WAITING] = 1, [TS_READY] = 1, [TS_ERRED] = 1, [TS_CANCELLED] = 1},
     [TS_WAITING] = {[TS_READY] = 1, [TS_ERRED] = 1, [TS_CANCELLED] = 1},
-    [TS_READY] = {[TS_PROCESSING] = 1, [TS_CANCELLED] = 1},
+    [TS_READY] = {[TS_PROCESSING] = 1, [TS_CANCELLED] = 1, [TS_WAITING] = 1, [TS_ERRED] = 1},
     [TS_PROCESSING] = {[TS_MEMORY] = 1, [TS_READY] = 1, [TS_ERRED] = 1, [TS_CANCELLED] = 1},
-    [TS_MEMORY] = {[TS_FORGOTTEN] = 1},
+    [TS_NEW] = {[TS_WAITING] = 1, [TS_READY] = 1, [TS_ERRED] = 1, [TS_CANCELLED] = 1,
+                [TS_MEMORY] = 1},
+    [TS_MEMORY] = {[TS_FORGOTTEN] = 1, [TS_WAITING] = 1, [TS_READY] = 1, [TS_ERRED] = 1},
     [TS_ERRED] = {[TS_FORGOTTEN] = 1},
     [TS_CANCELLED] = {[TS_FORGOTTEN] = 1},
 };
@@ -577,7 +599,7 @@ static void s_wl_append(sched_t *s, sched_worker_t *w, int which)
 static void s_relist(sched_t *s, sched_worker_t *w)
 {
     s_wl_unlink(s, w);
-    if (w->removing)
+    if (w->removing || w->paused)
         return;
     if (w->inflight < w->nthreads)
         s_wl_append(s, w, WL_IDLE);
@@ -720,6 +742,93 @@ static void s_transition(sched_t *s, sched_task_t *t, task_state_t to, sched_wor
               sched_state_name(to), w ? " on " : "", w ? w->name : "");
 }
 
+/* ---- results kept on workers ------------------------------------------------------ */
+
+static void s_recompute(sched_t *s, sched_task_t *x);
+static int s_dependents_reserve(sched_task_t *d);
+static sched_task_t *s_running_on(sched_t *s, sched_worker_t *w, uint64_t id);
+static int s_refuse(sched_t *s, sched_client_t *c, uint64_t id, int err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void s_kill(sched_t *s, sched_task_t *root, task_state_t to, const char *msg, size_t len,
+                   const char *worker);
+
+static inline task_ext_t *s_ext(const sched_t *s, const sched_task_t *t)
+{
+    return (t->xflags & XF_KEPT) ? u64map_get(s->exts, t->id) : NULL;
+}
+
+/* t's ext record, created (empty) if it has none.  NULL if out of memory. */
+static task_ext_t *s_ext_make(sched_t *s, sched_task_t *t)
+{
+    task_ext_t *e = s_ext(s, t);
+    if (e)
+        return e;
+    e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    if (u64map_put(s->exts, t->id, e) < 0) {
+        free(e);
+        return NULL;
+    }
+    t->xflags |= XF_KEPT;
+    return e;
+}
+
+/* w holds t's result.  0 or -1 (out of memory, nothing changed). */
+static int s_hold_add(sched_t *s, sched_task_t *t, task_ext_t *e, sched_worker_t *w)
+{
+    (void)s;
+    for (uint32_t i = 0; i < e->nwho; i++)
+        if (e->who[i] == w)
+            return 0;
+    if (e->nwho == e->capwho) {
+        uint32_t cap = e->capwho ? e->capwho * 2 : 2;
+        sched_worker_t **v = realloc(e->who, cap * sizeof *v);
+        if (!v)
+            return -1;
+        e->who = v;
+        e->capwho = cap;
+    }
+    if (u64map_put(w->held, t->id, t) < 0)
+        return -1;
+    e->who[e->nwho++] = w;
+    w->stored += e->nbytes;
+    return 0;
+}
+
+/* Holder i of t drops it (FREE sent if `tell`). */
+static void s_hold_drop(sched_t *s, sched_task_t *t, task_ext_t *e, uint32_t i, int tell)
+{
+    sched_worker_t *w = e->who[i];
+    e->who[i] = e->who[--e->nwho];
+    u64map_del(w->held, t->id);
+    w->stored -= e->nbytes < w->stored ? e->nbytes : w->stored;
+    if (tell && !w->removing && s->ops.wfree)
+        s->ops.wfree(s->ctx, w->user, t->id);
+}
+
+/* Forget that t's result is kept anywhere (FREE to the holders if `tell`). */
+static void s_ext_free(sched_t *s, sched_task_t *t, int tell)
+{
+    task_ext_t *e = u64map_del(s->exts, t->id);
+    t->xflags &= (uint8_t)~XF_KEPT;
+    if (!e)
+        return;
+    while (e->nwho)
+        s_hold_drop(s, t, e, e->nwho - 1, tell);
+    free(e->who);
+    free(e);
+}
+
+/* A kept result in memory with no holder left. */
+static int s_is_lost(const sched_t *s, const sched_task_t *t)
+{
+    if (t->state != TS_MEMORY || !(t->xflags & XF_KEPT))
+        return 0;
+    const task_ext_t *e = s_ext(s, t);
+    return !e || e->nwho == 0;
+}
+
 /* ---- reporting and bookkeeping ----------------------------------------------------- */
 
 static void s_report(sched_t *s, const sched_task_t *t, int status, const void *p, size_t n,
@@ -784,7 +893,7 @@ static void s_gc_push(sched_t *s, sched_task_t *t)
  * (a released dependency nobody else holds becomes garbage), drop the
  * dependents list, and collect t itself if it is released and unheld.
  */
-static void s_finalize(sched_t *s, sched_task_t *t)
+static void s_drop_holds(sched_t *s, sched_task_t *t)
 {
     if (t->flags & TF_HOLDS) {
         for (uint32_t i = 0; i < t->ndeps; i++) {
@@ -795,6 +904,15 @@ static void s_finalize(sched_t *s, sched_task_t *t)
         t->flags &= (uint8_t)~TF_HOLDS;
     }
     t->ndeps = 0;
+}
+
+static void s_finalize(sched_t *s, sched_task_t *t)
+{
+    /* A result kept on workers can be lost with them and then has to be
+     * computed again: keep its inputs (records; their data may be lost
+     * too and recomputed in turn) while it is in memory. */
+    if (!((t->xflags & XF_KEPT) && t->state == TS_MEMORY))
+        s_drop_holds(s, t);
     t->npending = 0;
     free(t->dependents);
     t->dependents = NULL;
@@ -959,6 +1077,9 @@ static void s_record_free(sched_t *s, sched_task_t *t)
 static void s_free(sched_t *s, sched_task_t *t)
 {
     s_transition(s, t, TS_FORGOTTEN, NULL);
+    if (t->xflags & XF_KEPT)
+        s_ext_free(s, t, 1);
+    s_drop_holds(s, t);
     tmap_del(s->tasks, t->id);
     if (t->client) {
         /* Not reached through the gc (released tasks have no client), but
@@ -1036,7 +1157,8 @@ sched_t *sched_create(const sched_ops_t *ops, void *ctx)
     s->ctx = ctx;
     s->tasks = tmap_create(1024);
     s->strs = u64map_create(64);
-    if (!s->tasks || !s->strs) {
+    s->exts = u64map_create(64);
+    if (!s->tasks || !s->strs || !s->exts) {
         int e = errno;
         sched_destroy(s);
         errno = e ? e : ENOMEM;
@@ -1069,6 +1191,17 @@ void sched_destroy(sched_t *s)
         s->pool_head = t->cnext;
         free(t);
     }
+    if (s->exts) {
+        size_t pos = 0;
+        uint64_t key;
+        void *val;
+        while (u64map_next(s->exts, &pos, &key, &val)) {
+            task_ext_t *e = val;
+            free(e->who);
+            free(e);
+        }
+        u64map_destroy(s->exts);
+    }
     if (s->strs) {
         size_t pos = 0;
         uint64_t key;
@@ -1086,6 +1219,8 @@ void sched_destroy(sched_t *s)
     while (s->workers) {
         sched_worker_t *w = s->workers;
         s->workers = w->next;
+        u64map_destroy(w->held);
+        free(w->data);
         free(w->name);
         free(w);
     }
@@ -1096,6 +1231,313 @@ void sched_destroy(sched_t *s)
     }
     free(s->heap);
     free(s);
+}
+
+/* ---- computing lost results again -------------------------------------------------- */
+
+/* Make t a dependent of the pending task d (d will wake it). 0 or -1. */
+static int s_wait_on(sched_task_t *t, sched_task_t *d)
+{
+    if (s_dependents_reserve(d) < 0)
+        return -1;
+    d->dependents[d->ndependents].id = t->id;
+    d->dependents[d->ndependents].seq = t->seq;
+    d->ndependents++;
+    t->npending++;
+    return 0;
+}
+
+/* Fail t because its dependency d failed or was cancelled. */
+static void s_fail_by_dep(sched_t *s, sched_task_t *t, sched_task_t *d)
+{
+    size_t dl = 0, n = 0;
+    const char *text = d->state == TS_ERRED ? s_err_text(d, &n) : NULL;
+    char *dm = (d->flags & TF_PROPAGATED) ? NULL : s_dep_message(d, (task_state_t)d->state, text, n, &dl);
+    if (d->state == TS_ERRED && (d->flags & TF_PROPAGATED))
+        s_kill(s, t, TS_ERRED, text, n, s_err_worker(d));
+    else if (dm)
+        s_kill(s, t, d->state == TS_ERRED ? TS_ERRED : TS_CANCELLED, dm, dl,
+               d->state == TS_ERRED ? s_err_worker(d) : NULL);
+    else
+        s_kill(s, t, TS_ERRED, "a dependency failed (out of memory)", 35, NULL);
+    free(dm);
+}
+
+/*
+ * x's result is lost (kept, no holder left): compute it again, and with it
+ * every lost result it needs, transitively.  The closure is collected
+ * first (iteratively, through a vector), then every task in it goes back
+ * to WAITING and waits on those of its inputs that are not in memory;
+ * those with none become READY.
+ */
+static void s_recompute(sched_t *s, sched_task_t *x)
+{
+    static const char oom[] = "scheduler out of memory computing a lost result again";
+    size_t n = 0, cap = 16;
+    sched_task_t **v = malloc(cap * sizeof *v);
+    if (!v)
+        goto nomem;
+    x->flags |= TF_INWORK;
+    v[n++] = x;
+    for (size_t i = 0; i < n; i++) {
+        sched_task_t *y = v[i];
+        for (uint32_t j = 0; j < y->ndeps; j++) {
+            sched_task_t *d = y->deps[j];
+            if ((d->flags & TF_INWORK) || !s_is_lost(s, d) || (d->xflags & XF_SCATTERED))
+                continue;
+            if (n == cap) {
+                sched_task_t **nv = realloc(v, 2 * cap * sizeof *nv);
+                if (!nv) {
+                    for (size_t k = 0; k < n; k++)
+                        v[k]->flags &= (uint8_t)~TF_INWORK;
+                    free(v);
+                    goto nomem;
+                }
+                v = nv;
+                cap *= 2;
+            }
+            d->flags |= TF_INWORK;
+            v[n++] = d;
+        }
+    }
+    size_t pending = s->count[TS_WAITING] + s->count[TS_READY] + s->count[TS_PROCESSING];
+    if (s_heap_reserve(s, pending + n) < 0) {
+        for (size_t k = 0; k < n; k++)
+            v[k]->flags &= (uint8_t)~TF_INWORK;
+        free(v);
+        goto nomem;
+    }
+    for (size_t i = 0; i < n; i++) {
+        v[i]->flags &= (uint8_t)~TF_INWORK;
+        v[i]->npending = 0;
+        s_transition(s, v[i], TS_WAITING, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        sched_task_t *y = v[i], *bad = NULL;
+        int fail = 0;
+        for (uint32_t j = 0; j < y->ndeps && !bad && !fail; j++) {
+            sched_task_t *d = y->deps[j];
+            if (d->xflags & XF_KEPT)
+                y->xflags |= XF_REMOTE;
+            if (d->state == TS_MEMORY && !s_is_lost(s, d))
+                continue;
+            if (d->state == TS_ERRED || d->state == TS_CANCELLED || d->state == TS_MEMORY)
+                bad = d; /* MEMORY here: lost scattered data */
+            else if (s_wait_on(y, d) < 0)
+                fail = 1;
+        }
+        if (bad && bad->state != TS_MEMORY) {
+            s_fail_by_dep(s, y, bad);
+        } else if (bad) {
+            static const char lost[] = "scattered data lost";
+            s_kill(s, y, TS_ERRED, lost, sizeof lost - 1, NULL);
+        } else if (fail) {
+            s_kill(s, y, TS_ERRED, oom, sizeof oom - 1, NULL);
+        }
+        s->st.requeued++;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->state == TS_WAITING && v[i]->npending == 0)
+            s_transition(s, v[i], TS_READY, NULL);
+    free(v);
+    return;
+nomem:
+    log_err("%s (task %" PRIu64 ")", oom, x->id);
+    s_ext_free(s, x, 0);
+    s_kill(s, x, TS_ERRED, oom, sizeof oom - 1, NULL);
+}
+
+/*
+ * Before a task with inputs kept on workers is placed: are they all still
+ * somewhere?  Lost ones are computed again and t waits for them (back to
+ * WAITING); a failed one fails t.  1: t can run now.
+ */
+static int s_check_inputs(sched_t *s, sched_task_t *t)
+{
+    for (uint32_t j = 0; j < t->ndeps; j++) {
+        sched_task_t *d = t->deps[j];
+        if (d->state == TS_MEMORY && !s_is_lost(s, d))
+            continue;
+        if (s_is_lost(s, d) && !(d->xflags & XF_SCATTERED))
+            s_recompute(s, d);
+        if (d->state == TS_ERRED || d->state == TS_CANCELLED || d->state == TS_MEMORY) {
+            if (d->state == TS_MEMORY) {
+                static const char lost[] = "scattered data lost";
+                s_kill(s, t, TS_ERRED, lost, sizeof lost - 1, NULL);
+            } else {
+                s_fail_by_dep(s, t, d);
+            }
+            s_gc(s);
+            return 0;
+        }
+        if (s_wait_on(t, d) < 0) {
+            static const char oom[] = "scheduler out of memory";
+            s_kill(s, t, TS_ERRED, oom, sizeof oom - 1, NULL);
+            s_gc(s);
+            return 0;
+        }
+    }
+    if (t->npending) {
+        s_transition(s, t, TS_WAITING, NULL);
+        return 0;
+    }
+    return 1;
+}
+
+/* Among the workers that can take a task now, the one holding the most
+ * bytes of t's kept inputs; NULL if none holds any. */
+static sched_worker_t *s_best_holder(const sched_t *s, const sched_task_t *t)
+{
+    enum { NCAND = 16 };
+    sched_worker_t *cw[NCAND];
+    uint64_t cb[NCAND];
+    size_t nc = 0;
+    for (uint32_t j = 0; j < t->ndeps; j++) {
+        const task_ext_t *e = s_ext(s, t->deps[j]);
+        if (!e)
+            continue;
+        for (uint32_t i = 0; i < e->nwho; i++) {
+            sched_worker_t *w = e->who[i];
+            if (w->list == WL_NONE)
+                continue;
+            size_t k = 0;
+            while (k < nc && cw[k] != w)
+                k++;
+            if (k == nc) {
+                if (nc == NCAND)
+                    continue;
+                cw[nc] = w;
+                cb[nc++] = 0;
+            }
+            cb[k] += e->nbytes;
+        }
+    }
+    sched_worker_t *best = NULL;
+    uint64_t most = 0;
+    for (size_t k = 0; k < nc; k++) {
+        /* Prefer an idle worker among equals. */
+        if (!best || cb[k] > most || (cb[k] == most && cw[k]->list == WL_IDLE &&
+                                      best->list != WL_IDLE)) {
+            best = cw[k];
+            most = cb[k];
+        }
+    }
+    return best;
+}
+
+int sched_task_missing(sched_t *s, sched_worker_t *w, uint64_t id, const uint64_t *deps,
+                       size_t n)
+{
+    sched_task_t *t = s_running_on(s, w, id);
+    if (!t)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        sched_task_t *d = tmap_get(s->tasks, deps[i]);
+        if (!d || d->state != TS_MEMORY || !(d->xflags & XF_KEPT))
+            continue;
+        uint32_t j = 0;
+        while (j < t->ndeps && t->deps[j] != d)
+            j++;
+        if (j == t->ndeps)
+            continue; /* not one of its inputs: ignore the claim */
+        /* No holder could serve it: whatever the holders still say they
+         * have, it is gone for this cluster.  Tell them to drop it. */
+        task_ext_t *e = s_ext(s, d);
+        while (e && e->nwho)
+            s_hold_drop(s, d, e, e->nwho - 1, 1);
+        if (d->xflags & XF_SCATTERED) {
+            static const char lost[] = "scattered data lost (no holder could serve it)";
+            s_ext_free(s, d, 0);
+            s_kill(s, d, TS_ERRED, lost, sizeof lost - 1, w->name);
+        }
+    }
+    t->xflags |= XF_REMOTE;
+    s_transition(s, t, TS_READY, NULL);
+    s->st.requeued++;
+    s_gc(s);
+    return 0;
+}
+
+int sched_refetch(sched_t *s, sched_client_t *c, uint64_t id)
+{
+    sched_task_t *t = tmap_get(s->tasks, id);
+    if (!t || !c || t->client != c) {
+        errno = ESRCH;
+        return -1;
+    }
+    if (t->state == TS_MEMORY) {
+        if (s_is_lost(s, t)) {
+            if (t->xflags & XF_SCATTERED) {
+                static const char lost[] = "scattered data lost";
+                s_ext_free(s, t, 0);
+                s_kill(s, t, TS_ERRED, lost, sizeof lost - 1, NULL);
+            } else {
+                s_recompute(s, t);
+            }
+        } else if (t->xflags & XF_KEPT) {
+            if (s->ops.result_kept)
+                s->ops.result_kept(s->ctx, c->user, t, NULL);
+        } else {
+            s_report(s, t, TASK_OK, s_data(t), t->data_len, NULL);
+        }
+    } else if (t->state == TS_ERRED) {
+        size_t n;
+        const char *text = s_err_text(t, &n);
+        s_report(s, t, TASK_ERR, text, n, s_err_worker(t));
+    }
+    s_gc(s);
+    return 0;
+}
+
+int sched_scatter(sched_t *s, sched_client_t *c, uint64_t id, uint64_t nbytes,
+                  sched_worker_t *const *ws, size_t n)
+{
+    if (id == 0)
+        return s_refuse(s, c, id, EINVAL, "invalid task id 0");
+    if (tmap_get(s->tasks, id))
+        return s_refuse(s, c, id, EEXIST, "duplicate task id");
+    if (n == 0 || !ws)
+        return s_refuse(s, c, id, EINVAL, "scattered data on no worker");
+    sched_task_t *t = s_record_alloc(s, 0);
+    if (!t)
+        return s_refuse(s, c, id, ENOMEM, "out of memory");
+    t->id = id;
+    if (tmap_put(s->tasks, id, t) < 0) {
+        s_record_free(s, t);
+        return s_refuse(s, c, id, ENOMEM, "out of memory");
+    }
+    task_ext_t *e = s_ext_make(s, t);
+    int ok = e != NULL;
+    if (e) {
+        e->nbytes = nbytes;
+        for (size_t i = 0; i < n && ok; i++)
+            ok = s_hold_add(s, t, e, ws[i]) == 0;
+    }
+    if (!ok) {
+        s_ext_free(s, t, 0);
+        tmap_del(s->tasks, id);
+        s_record_free(s, t);
+        return s_refuse(s, c, id, ENOMEM, "out of memory");
+    }
+    t->xflags |= XF_SCATTERED;
+    t->seq = ++s->next_seq;
+    t->heap_idx = HEAP_NONE;
+    t->client = c;
+    if (c) {
+        t->cnext = c->tasks;
+        if (c->tasks)
+            c->tasks->cprev = t;
+        c->tasks = t;
+    } else {
+        t->flags |= TF_RELEASED;
+    }
+    s->st.submitted++;
+    s_transition(s, t, TS_MEMORY, NULL);
+    s->st.completed--; /* not a computation */
+    if (!c)
+        s_gc_push(s, t);
+    s_gc(s);
+    return 0;
 }
 
 /* ---- clients ------------------------------------------------------------------------ */
@@ -1156,6 +1598,13 @@ sched_worker_t *sched_worker_add(sched_t *s, const char *name, unsigned nthreads
         errno = ENOMEM;
         return NULL;
     }
+    w->held = u64map_create(16);
+    if (!w->held) {
+        free(w->name);
+        free(w);
+        errno = ENOMEM;
+        return NULL;
+    }
     w->id = ++s->next_worker;
     w->user = wuser;
     w->nthreads = nthreads;
@@ -1174,6 +1623,65 @@ unsigned sched_worker_nthreads(const sched_worker_t *w) { return w->nthreads; }
 unsigned sched_worker_running(const sched_worker_t *w) { return w->inflight; }
 uint64_t sched_worker_completed(const sched_worker_t *w) { return w->completed; }
 unsigned sched_worker_limit(const sched_t *s, const sched_worker_t *w) { return s_limit(s, w); }
+
+/*
+ * w is gone with the results it held.  A result nobody else holds is lost:
+ * scattered data fails ("scattered data lost with worker W", and its
+ * waiting dependents with it); a result its client still wants is computed
+ * again now; one only pending tasks need is computed again when they are
+ * placed (s_check_inputs), or when a worker reports it missing.  O(what w
+ * held).
+ */
+static void s_lose_held(sched_t *s, sched_worker_t *w)
+{
+    size_t n = u64map_size(w->held), k = 0;
+    if (!n)
+        return;
+    sched_task_t **v = malloc(n * sizeof *v);
+    size_t pos = 0;
+    uint64_t key;
+    void *val;
+    while (u64map_next(w->held, &pos, &key, &val)) {
+        if (v)
+            v[k++] = val;
+    }
+    if (!v) {
+        /* Out of memory: take them one at a time (O(n) each, but correct). */
+        while (u64map_next(w->held, &(size_t){0}, &key, &val)) {
+            sched_task_t *t = val;
+            task_ext_t *e = s_ext(s, t);
+            for (uint32_t i = 0; e && i < e->nwho; i++)
+                if (e->who[i] == w)
+                    s_hold_drop(s, t, e, i, 0);
+            u64map_del(w->held, key);
+        }
+        return;
+    }
+    for (size_t j = 0; j < k; j++) {
+        sched_task_t *t = v[j];
+        task_ext_t *e = s_ext(s, t);
+        for (uint32_t i = 0; e && i < e->nwho; i++) {
+            if (e->who[i] == w) {
+                s_hold_drop(s, t, e, i, 0);
+                break;
+            }
+        }
+    }
+    for (size_t j = 0; j < k; j++) {
+        sched_task_t *t = v[j];
+        if (!s_is_lost(s, t))
+            continue;
+        if (t->xflags & XF_SCATTERED) {
+            char msg[320];
+            int m = snprintf(msg, sizeof msg, "scattered data lost with worker %s", w->name);
+            s_ext_free(s, t, 0);
+            s_kill(s, t, TS_ERRED, msg, m < 0 ? 0 : (size_t)m, w->name);
+        } else if (!(t->flags & TF_RELEASED)) {
+            s_recompute(s, t);
+        }
+    }
+    free(v);
+}
 
 void sched_worker_remove(sched_t *s, sched_worker_t *w, int crashed)
 {
@@ -1204,10 +1712,45 @@ void sched_worker_remove(sched_t *s, sched_worker_t *w, int crashed)
             s->st.requeued++;
         }
     }
+    s_lose_held(s, w);
+    u64map_destroy(w->held);
+    free(w->data);
     free(w->name);
     free(w);
     s_gc(s);
 }
+
+int sched_worker_set_data(sched_worker_t *w, const char *addr)
+{
+    size_t n = addr ? strlen(addr) : 0;
+    if (n > 255) {
+        errno = EINVAL;
+        return -1;
+    }
+    char *d = NULL;
+    if (n) {
+        d = strdup(addr);
+        if (!d) {
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    free(w->data);
+    w->data = d;
+    return 0;
+}
+
+const char *sched_worker_data(const sched_worker_t *w) { return w->data ? w->data : ""; }
+uint64_t sched_worker_stored(const sched_worker_t *w) { return w->stored; }
+size_t sched_worker_nheld(const sched_worker_t *w) { return u64map_size(w->held); }
+
+void sched_worker_set_paused(sched_t *s, sched_worker_t *w, int paused)
+{
+    w->paused = paused ? 1 : 0;
+    s_relist(s, w);
+}
+
+int sched_worker_paused(const sched_worker_t *w) { return w->paused; }
 
 void sched_worker_pause(sched_t *s, sched_worker_t *w)
 {
@@ -1375,6 +1918,8 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
     for (uint32_t j = 0; j < nd; j++) {
         sched_task_t *d = t->deps[j];
         d->nholders++;
+        if (d->xflags & XF_KEPT)
+            t->xflags |= XF_REMOTE;
         if (d->state != TS_MEMORY) {
             t->npending++;
             d->dependents[d->ndependents].id = id;
@@ -1394,25 +1939,89 @@ nomem:
     return s_refuse(s, c, id, ENOMEM, "out of memory");
 }
 
-int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
-                    const void *payload, size_t len, uint64_t duration_us)
+/* The task t, if it is processing on w; counts a stale outcome if not. */
+static sched_task_t *s_running_on(sched_t *s, sched_worker_t *w, uint64_t id)
 {
     sched_task_t *t = tmap_get(s->tasks, id);
     if (!t || t->state != TS_PROCESSING || t->worker != w) {
         s->st.stale++;
         errno = ESRCH;
-        return -1;
+        return NULL;
     }
-    /* Exponentially weighted: follows a change of workload within a few
-     * hundred tasks without jumping at one outlier. */
+    return t;
+}
+
+static void s_learn_duration(sched_t *s, sched_task_t *t, uint64_t duration_us)
+{
     double d = duration_us > 1000000000000ull ? 1e12 : (double)duration_us;
     s->ewma_us = s->ewma_us < 0 ? d : s->ewma_us + 0.05 * (d - s->ewma_us);
     sstr_t *f = t->func;
     f->ewma_us = f->ewma_us < 0 ? d : f->ewma_us + 0.05 * (d - f->ewma_us);
     f->chunk = s_chunk_for(f->ewma_us);
+}
+
+/* t reached memory: wake the dependents waiting for it (marked as having a
+ * remote input when the result stays on workers). */
+static void s_wake_dependents(sched_t *s, sched_task_t *t, int kept)
+{
+    for (uint32_t i = 0; i < t->ndependents; i++) {
+        sched_task_t *dep = s_deref(s, &t->dependents[i]);
+        if (!dep)
+            continue;
+        if (kept)
+            dep->xflags |= XF_REMOTE;
+        if (--dep->npending == 0)
+            s_transition(s, dep, TS_READY, NULL);
+    }
+}
+
+int sched_task_done_kept(sched_t *s, sched_worker_t *w, uint64_t id, uint64_t nbytes,
+                         uint64_t duration_us)
+{
+    sched_task_t *t = s_running_on(s, w, id);
+    if (!t)
+        return -1;
+    s_learn_duration(s, t, duration_us);
+    w->completed++;
+    task_ext_t *e = s_ext_make(s, t);
+    if (e) {
+        e->nbytes = nbytes;
+        if (s_hold_add(s, t, e, w) < 0)
+            e = NULL;
+    }
+    if (!e) {
+        static const char oom[] = "scheduler out of memory recording the result's holder";
+        if (s->ops.wfree)
+            s->ops.wfree(s->ctx, w->user, id);
+        s_ext_free(s, t, 0);
+        s_kill(s, t, TS_ERRED, oom, sizeof oom - 1, w->name);
+        s_gc(s);
+        return 0;
+    }
+    /* The args stay in the record: they are needed if the result is lost. */
+    s_transition(s, t, TS_MEMORY, NULL);
+    if (t->client && !(t->flags & TF_RELEASED) && s->ops.result_kept)
+        s->ops.result_kept(s->ctx, t->client->user, t, w->name);
+    s_wake_dependents(s, t, 1);
+    s_finalize(s, t);
+    s_gc(s);
+    return 0;
+}
+
+int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
+                    const void *payload, size_t len, uint64_t duration_us)
+{
+    sched_task_t *t = s_running_on(s, w, id);
+    if (!t)
+        return -1;
+    /* Exponentially weighted: follows a change of workload within a few
+     * hundred tasks without jumping at one outlier. */
+    s_learn_duration(s, t, duration_us);
     w->completed++;
 
     if (status == TASK_OK) {
+        if (t->xflags & XF_KEPT)
+            s_ext_free(s, t, 1); /* computed again, and small this time */
         if (s_data_set(t, payload, len) < 0) {
             static const char oom[] = "scheduler out of memory storing the result";
             s_kill(s, t, TS_ERRED, oom, sizeof oom - 1, w->name);
@@ -1420,12 +2029,8 @@ int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
             return 0;
         }
         s_transition(s, t, TS_MEMORY, NULL);
-        s_report(s, t, TASK_OK, s_data(t), len, NULL);
-        for (uint32_t i = 0; i < t->ndependents; i++) {
-            sched_task_t *dep = s_deref(s, &t->dependents[i]);
-            if (dep && --dep->npending == 0)
-                s_transition(s, dep, TS_READY, NULL);
-        }
+        s_report(s, t, TASK_OK, s_data(t), len, w->name);
+        s_wake_dependents(s, t, 0);
         s_finalize(s, t);
     } else if (t->retries > 0) {
         t->retries--;
@@ -1492,12 +2097,25 @@ void sched_place(sched_t *s)
         sched_worker_t *w = s->idle.head ? s->idle.head : s->prefetch.head;
         if (!w)
             break;
+        if (t->xflags & XF_REMOTE) {
+            /* Inputs on workers: check they still exist, go to the data. */
+            if (!s_check_inputs(s, t))
+                continue;
+            sched_worker_t *h = s_best_holder(s, t);
+            if (h)
+                w = h;
+            s_transition(s, t, TS_PROCESSING, w);
+            if (s->ops.compute)
+                s->ops.compute(s->ctx, w->user, t);
+            continue;
+        }
         unsigned k = 0;
         do {
             s_transition(s, t, TS_PROCESSING, w);
             if (s->ops.compute)
                 s->ops.compute(s->ctx, w->user, t);
-        } while (w->list != WL_NONE && (t = s_ready_first(s)) && ++k < t->func->chunk);
+        } while (w->list != WL_NONE && (t = s_ready_first(s)) && !(t->xflags & XF_REMOTE) &&
+                 ++k < t->func->chunk);
     }
 }
 
@@ -1554,6 +2172,29 @@ void sched_task_dep(const sched_task_t *t, size_t i, uint64_t *id, const void **
     *id = d->id;
     *p = s_data(d);
     *n = d->data_len;
+}
+
+const sched_task_t *sched_task_dep_task(const sched_task_t *t, size_t i)
+{
+    return t->deps[i];
+}
+
+sched_worker_t *const *sched_task_holders(const sched_t *s, const sched_task_t *t, size_t *n,
+                                          uint64_t *nbytes)
+{
+    const task_ext_t *e = t->state == TS_MEMORY ? s_ext(s, t) : NULL;
+    *n = e ? e->nwho : 0;
+    if (nbytes)
+        *nbytes = e ? e->nbytes : 0;
+    return e ? e->who : NULL;
+}
+
+sched_worker_t *const *sched_holders_of(const sched_t *s, uint64_t id, size_t *n)
+{
+    const sched_task_t *t = tmap_get(s->tasks, id);
+    const task_ext_t *e = t ? s_ext(s, t) : NULL;
+    *n = e ? e->nwho : 0;
+    return e ? e->who : NULL;
 }
 
 uint64_t sched_count(const sched_t *s, task_state_t st)

@@ -88,6 +88,12 @@ typedef struct sched_ops {
     void (*result)(void *ctx, void *cuser, uint64_t id, int status, const void *payload,
                    size_t len, const char *worker);
     void (*wcancel)(void *ctx, void *wuser, uint64_t id);
+    /* result_kept: task t finished and its result stays on workers: tell the
+     *          client (read nbytes and holders with sched_task_holders);
+     * wfree:   tell the worker to drop its stored result id (FREE).
+     * Either may be NULL. */
+    void (*result_kept)(void *ctx, void *cuser, const sched_task_t *t, const char *worker);
+    void (*wfree)(void *ctx, void *wuser, uint64_t id);
 } sched_ops_t;
 
 /* Create an empty scheduler state; `ops` is copied.  NULL + errno. */
@@ -129,6 +135,18 @@ unsigned sched_worker_limit(const sched_t *s, const sched_worker_t *w);
  * sched_place after.
  */
 void sched_worker_remove(sched_t *s, sched_worker_t *w, int crashed);
+/* The worker's data endpoint address ("tcp://host:port", copied; NULL or
+ * "" for none).  0 or -1 (ENOMEM, EINVAL when longer than 255 bytes). */
+int sched_worker_set_data(sched_worker_t *w, const char *addr);
+/* Its address, "" when none was given. */
+const char *sched_worker_data(const sched_worker_t *w);
+/* Bytes of results it holds (the sum of their nbytes), and how many. */
+uint64_t sched_worker_stored(const sched_worker_t *w);
+size_t sched_worker_nheld(const sched_worker_t *w);
+/* PAUSE from the worker: while paused it gets no new tasks (those it has
+ * stay).  Call sched_place after. */
+void sched_worker_set_paused(sched_t *s, sched_worker_t *w, int paused);
+int sched_worker_paused(const sched_worker_t *w);
 /* Stop placing tasks on w (it is about to be removed: a send to it failed).
  * Safe to call from inside a callback of sched_place. */
 void sched_worker_pause(sched_t *s, sched_worker_t *w);
@@ -168,6 +186,42 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub);
  */
 int sched_task_done(sched_t *s, sched_worker_t *w, uint64_t id, int status,
                     const void *payload, size_t len, uint64_t duration_us);
+
+/*
+ * Worker w finished task id and keeps the result (nbytes packed bytes) in
+ * its store: w becomes its holder.  Same rules as sched_task_done.
+ */
+int sched_task_done_kept(sched_t *s, sched_worker_t *w, uint64_t id, uint64_t nbytes,
+                         uint64_t duration_us);
+
+/*
+ * Worker w could not run task id: the dependencies deps[0..n) could not be
+ * fetched from any holder (TASK_MISSING).  Their holders are dropped (and
+ * told to FREE them), lost results are computed again, and the task goes
+ * back to waiting; it does not count as a retry.  -1 (ESRCH) when the task
+ * is not processing on w.
+ */
+int sched_task_missing(sched_t *s, sched_worker_t *w, uint64_t id, const uint64_t *deps,
+                       size_t n);
+
+/*
+ * Client c asks again for the outcome of task id (its holders failed):
+ * a result in memory is reported again (with its current holders); one
+ * that is lost is computed again and reported when done; a pending task is
+ * reported when it finishes anyway.  -1 (ESRCH) for unknown ids and tasks
+ * of other clients.
+ */
+int sched_refetch(sched_t *s, sched_client_t *c, uint64_t id);
+
+/*
+ * Client c has put data (nbytes packed bytes) under task id on the workers
+ * ws[0..n) (n >= 1): record a task in MEMORY held by them.  It cannot be
+ * recomputed: when its last holder is lost it fails with "scattered data
+ * lost with worker W".  Refused like sched_submit (duplicate id, invalid
+ * id, out of memory: TASK_ERR result callback, -1).
+ */
+int sched_scatter(sched_t *s, sched_client_t *c, uint64_t id, uint64_t nbytes,
+                  sched_worker_t *const *ws, size_t n);
 
 /*
  * Client c drops its interest in task id.  The record is freed once it is
@@ -216,6 +270,14 @@ size_t sched_task_ndeps(const sched_task_t *t);
 void sched_task_dep(const sched_task_t *t, size_t i, uint64_t *id, const void **p,
                     size_t *n);
 
+/* Dependency i as a task (to read its holders). */
+const sched_task_t *sched_task_dep_task(const sched_task_t *t, size_t i);
+/* If t's result is kept on workers: its holders (*n of them; the array is
+ * valid until the state changes) and *nbytes.  NULL (with *n = 0) when the
+ * result is held by the scheduler (inline) or t is not in memory. */
+sched_worker_t *const *sched_task_holders(const sched_t *s, const sched_task_t *t, size_t *n,
+                                          uint64_t *nbytes);
+
 /* ---- introspection -------------------------------------------------------- */
 
 /* Tasks in state st now (TS_FORGOTTEN: records freed so far). */
@@ -225,6 +287,8 @@ size_t sched_ntasks(const sched_t *s);
 size_t sched_nworkers(const sched_t *s);
 /* State of task id, or TS_FORGOTTEN if there is no such record. */
 task_state_t sched_state_of(const sched_t *s, uint64_t id);
+/* Holders of task id's kept result (*n), or NULL. */
+sched_worker_t *const *sched_holders_of(const sched_t *s, uint64_t id, size_t *n);
 /* Suspicious count and retries left of task id (-1 if unknown). */
 int sched_task_suspicious(const sched_t *s, uint64_t id);
 /* Bytes of interned function names held now, and how many distinct names. */

@@ -15,7 +15,7 @@
 
 /* ---- a recorder for the callbacks ------------------------------------------------ */
 
-enum { EV_COMPUTE = 'C', EV_RESULT = 'R', EV_WCANCEL = 'X' };
+enum { EV_COMPUTE = 'C', EV_RESULT = 'R', EV_WCANCEL = 'X', EV_KEPT = 'K', EV_FREE = 'F' };
 
 typedef struct rec {
     int kind;
@@ -28,6 +28,10 @@ typedef struct rec {
     uint64_t dep_ids[4];
     char dep_res[4][32];
     size_t dep_len[4];
+    size_t dep_nholders[4];   /* holders of a kept dependency (0: inline) */
+    char dep_holder[4][32];   /* the first one's data address */
+    uint64_t nbytes;          /* EV_KEPT */
+    size_t nholders;          /* EV_KEPT */
     size_t args_len;
     unsigned char args[16];   /* the first bytes of the args */
 } rec_t;
@@ -48,6 +52,8 @@ static rec_t *s_add(recorder_t *r)
     memset(e, 0, sizeof *e);
     return e;
 }
+
+static sched_t *S;
 
 static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
 {
@@ -81,7 +87,31 @@ static void cb_compute(void *ctx, void *wuser, const sched_task_t *t)
         sched_task_dep(t, i, &e->dep_ids[i], &p, &n);
         e->dep_len[i] = n;
         snprintf(e->dep_res[i], sizeof e->dep_res[i], "%.*s", (int)n, (const char *)p);
+        size_t nh;
+        sched_worker_t *const *hs =
+            sched_task_holders(S, sched_task_dep_task(t, i), &nh, NULL);
+        e->dep_nholders[i] = nh;
+        if (nh)
+            snprintf(e->dep_holder[i], sizeof e->dep_holder[i], "%s", sched_worker_data(hs[0]));
     }
+}
+
+static void cb_result_kept(void *ctx, void *cuser, const sched_task_t *t, const char *worker)
+{
+    rec_t *e = s_add(ctx);
+    e->kind = EV_KEPT;
+    e->user = cuser;
+    e->id = sched_task_id(t);
+    sched_task_holders(S, t, &e->nholders, &e->nbytes);
+    snprintf(e->worker, sizeof e->worker, "%s", worker ? worker : "");
+}
+
+static void cb_wfree(void *ctx, void *wuser, uint64_t id)
+{
+    rec_t *e = s_add(ctx);
+    e->kind = EV_FREE;
+    e->user = wuser;
+    e->id = id;
 }
 
 static void cb_result(void *ctx, void *cuser, uint64_t id, int status, const void *payload,
@@ -104,11 +134,10 @@ static void cb_wcancel(void *ctx, void *wuser, uint64_t id)
     e->id = id;
 }
 
-static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel};
+static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel, cb_result_kept, cb_wfree};
 
 /* Each test gets a fresh state, a recorder, one client. */
 static recorder_t R;
-static sched_t *S;
 static sched_client_t *C;
 static int CU; /* client user tag */
 
@@ -1025,6 +1054,235 @@ END_TEST
 
 /* Names of 1..255 bytes, packed ahead: checked by the recorder's
  * cb_compute for every task placed. */
+/* ---- the data plane: results kept on workers --------------------------------------- */
+
+#define DWOF(e) ((e)->user == &DU1 ? DW1 : (e)->user == &DU2 ? DW2 : DW3)
+static int DU1, DU2, DU3;
+static sched_worker_t *DW1, *DW2, *DW3;
+
+static void data_workers(int n)
+{
+    DW1 = sched_worker_add(S, "w1", 1, &DU1);
+    DW2 = n > 1 ? sched_worker_add(S, "w2", 1, &DU2) : NULL;
+    DW3 = n > 2 ? sched_worker_add(S, "w3", 1, &DU3) : NULL;
+    ck_assert_int_eq(sched_worker_set_data(DW1, "tcp://h1:1"), 0);
+    if (DW2)
+        ck_assert_int_eq(sched_worker_set_data(DW2, "tcp://h2:2"), 0);
+    if (DW3)
+        ck_assert_int_eq(sched_worker_set_data(DW3, "tcp://h3:3"), 0);
+}
+
+/* Run task id to completion on the worker it was sent to, kept there. */
+static sched_worker_t *finish_kept(uint64_t id, uint64_t nbytes)
+{
+    rec_t *c = find(EV_COMPUTE, id);
+    ck_assert_ptr_nonnull(c);
+    sched_worker_t *w = c->user == &DU1 ? DW1 : c->user == &DU2 ? DW2 : DW3;
+    ck_assert_int_eq(sched_task_done_kept(S, w, id, nbytes, 100), 0);
+    return w;
+}
+
+static size_t count_ev(int kind, uint64_t id, void *user)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < R.n; i++)
+        n += R.v[i].kind == kind && R.v[i].id == id && (!user || R.v[i].user == user);
+    return n;
+}
+
+START_TEST(test_kept_holders_and_locality)
+{
+    data_workers(2);
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    ck_assert_int_eq(submit(TID(2), 0), 0);
+    sched_place(S);
+    sched_worker_t *wa = finish_kept(TID(1), 1000);
+    sched_worker_t *wb = finish_kept(TID(2), 100000);
+    ck_assert_ptr_ne(wa, wb);
+    /* Recorded: holder, size, the client told with the worker's name. */
+    rec_t *k = find(EV_KEPT, TID(2));
+    ck_assert_ptr_nonnull(k);
+    ck_assert_uint_eq(k->nbytes, 100000);
+    ck_assert_uint_eq(k->nholders, 1);
+    ck_assert_str_eq(k->worker, sched_worker_name(wb));
+    ck_assert_uint_eq(sched_worker_stored(wb), 100000);
+    ck_assert_uint_eq(sched_worker_nheld(wa), 1);
+    size_t nh;
+    ck_assert_ptr_eq(sched_holders_of(S, TID(1), &nh)[0], wa);
+    ck_assert_uint_eq(nh, 1);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_MEMORY);
+
+    /* C needs both: it goes where most of its input bytes are, and COMPUTE
+     * says where each input is. */
+    for (int round = 0; round < 4; round++) {
+        uint64_t deps[2] = {TID(1), TID(2)};
+        uint64_t c = TID(10 + round);
+        ck_assert_int_eq(submit_full(c, "g", deps, 2, 0, 0, NULL), 0);
+        sched_place(S);
+        rec_t *e = find(EV_COMPUTE, c);
+        ck_assert_ptr_nonnull(e);
+        ck_assert_ptr_eq(DWOF(e), wb);
+        ck_assert_uint_eq(e->dep_nholders[0], 1);
+        ck_assert_str_eq(e->dep_holder[0], sched_worker_data(wa));
+        ck_assert_str_eq(e->dep_holder[1], sched_worker_data(wb));
+        ck_assert_int_eq(sched_task_done(S, wb, c, TASK_OK, "x", 1, 100), 0);
+        /* D needs only the small one: it goes to wa. */
+        uint64_t d = TID(20 + round);
+        ck_assert_int_eq(submit_full(d, "g", deps, 1, 0, 0, NULL), 0);
+        sched_place(S);
+        e = find(EV_COMPUTE, d);
+        ck_assert_ptr_eq(DWOF(e), wa);
+        ck_assert_int_eq(sched_task_done(S, wa, d, TASK_OK, "x", 1, 100), 0);
+    }
+    /* A successful inline result names its worker too. */
+    rec_t *r = find(EV_RESULT, TID(10));
+    ck_assert_ptr_nonnull(r);
+    ck_assert_str_eq(r->worker, sched_worker_name(wb));
+}
+END_TEST
+
+START_TEST(test_kept_free_on_release)
+{
+    data_workers(2);
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    sched_place(S);
+    sched_worker_t *w = finish_kept(TID(1), 5000);
+    /* A dependent keeps it while pending, even once released. */
+    uint64_t dep = TID(1);
+    ck_assert_int_eq(submit_full(TID(2), "g", &dep, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_int_eq(sched_release(S, C, TID(1)), 0);
+    ck_assert_uint_eq(count_kind(EV_FREE), 0);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_MEMORY);
+    ck_assert_int_eq(sched_task_done(S, DWOF(find(EV_COMPUTE, TID(2))), TID(2), TASK_OK, "x", 1,
+                                     10), 0);
+    /* Nobody needs it now: FREE to its holder, record gone. */
+    ck_assert_uint_eq(count_ev(EV_FREE, TID(1), w == DW1 ? (void *)&DU1 : (void *)&DU2), 1);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_FORGOTTEN);
+    ck_assert_uint_eq(sched_worker_stored(w), 0);
+    ck_assert_uint_eq(sched_worker_nheld(w), 0);
+}
+END_TEST
+
+START_TEST(test_kept_lost_recomputed)
+{
+    data_workers(2);
+    sched_worker_set_paused(S, DW2, 1);
+    /* A -> B, both kept on w1; the client wants only B. */
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    uint64_t a = TID(1);
+    ck_assert_int_eq(submit_full(TID(2), "g", &a, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    finish_kept(TID(1), 70000);
+    sched_place(S);
+    ck_assert_ptr_eq(DWOF(find(EV_COMPUTE, TID(2))), DW1);
+    finish_kept(TID(2), 80000);
+    ck_assert_int_eq(sched_release(S, C, TID(1)), 0);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_MEMORY); /* kept: B may need it again */
+    sched_worker_set_paused(S, DW2, 0);
+    clear();
+    sched_worker_remove(S, DW1, 1);
+    DW1 = NULL;
+    /* B is wanted and lost: computed again, and A before it. */
+    ck_assert_int_eq(sched_state_of(S, TID(2)), TS_WAITING);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_READY);
+    sched_place(S);
+    ck_assert_ptr_eq(find(EV_COMPUTE, TID(1))->user, &DU2);
+    ck_assert_ptr_null(find(EV_COMPUTE, TID(2)));
+    finish_kept(TID(1), 70000);
+    sched_place(S);
+    rec_t *e = find(EV_COMPUTE, TID(2));
+    ck_assert_ptr_nonnull(e);
+    ck_assert_str_eq(e->dep_holder[0], "tcp://h2:2");
+    finish_kept(TID(2), 80000);
+    rec_t *k = find(EV_KEPT, TID(2));
+    ck_assert_ptr_nonnull(k);
+    ck_assert_str_eq(k->worker, "w2");
+}
+END_TEST
+
+START_TEST(test_scatter_lost_fails)
+{
+    data_workers(2);
+    sched_worker_t *ws[1] = {DW1};
+    ck_assert_int_eq(sched_scatter(S, C, TID(1), 300000, ws, 1), 0);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_MEMORY);
+    ck_assert_int_eq(sched_scatter(S, C, TID(1), 1, ws, 1), -1); /* duplicate */
+    ck_assert_uint_eq(sched_worker_stored(DW1), 300000);
+    uint64_t x = TID(1);
+    ck_assert_int_eq(submit_full(TID(2), "g", &x, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_ptr_eq(find(EV_COMPUTE, TID(2))->user, &DU1); /* went to the data */
+    clear();
+    sched_worker_remove(S, DW1, 1);
+    rec_t *r = find(EV_RESULT, TID(1));
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->status, TASK_ERR);
+    ck_assert_str_eq(r->text, "scattered data lost with worker w1");
+    sched_place(S);
+    r = find(EV_RESULT, TID(2));
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->status, TASK_ERR);
+    ck_assert_ptr_nonnull(strstr(r->text, "scattered data lost with worker w1"));
+    ck_assert_ptr_null(find(EV_COMPUTE, TID(2)));
+}
+END_TEST
+
+START_TEST(test_task_missing_and_pause)
+{
+    data_workers(2);
+    sched_worker_set_paused(S, DW2, 1);
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    sched_place(S);
+    ck_assert_ptr_eq(find(EV_COMPUTE, TID(1))->user, &DU1);
+    finish_kept(TID(1), 90000);
+    /* w1 paused, w2 resumed: B has to go to w2 despite the data. */
+    sched_worker_set_paused(S, DW1, 1);
+    sched_worker_set_paused(S, DW2, 0);
+    ck_assert(sched_worker_paused(DW1));
+    uint64_t a = TID(1);
+    ck_assert_int_eq(submit_full(TID(2), "g", &a, 1, 0, 0, NULL), 0);
+    ck_assert_int_eq(submit(TID(3), 0), 0);
+    sched_place(S);
+    ck_assert_ptr_eq(find(EV_COMPUTE, TID(2))->user, &DU2);
+    ck_assert_uint_eq(count_ev(EV_COMPUTE, TID(3), &DU1), 0);
+    sched_worker_set_paused(S, DW1, 0);
+    clear();
+    /* w2 could not fetch A: A's holder is told to drop it, A runs again,
+     * B waits for it (not counted as a retry). */
+    ck_assert_int_eq(sched_task_missing(S, DW2, TID(2), &a, 1), 0);
+    ck_assert_int_eq(sched_task_missing(S, DW2, TID(2), &a, 1), -1); /* not running now */
+    ck_assert_uint_eq(count_ev(EV_FREE, TID(1), &DU1), 1);
+    sched_place(S);
+    ck_assert_int_eq(sched_state_of(S, TID(2)), TS_WAITING);
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, TID(1)));
+    finish_kept(TID(1), 90000);
+    sched_place(S);
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, TID(2)));
+    ck_assert_uint_eq(find(EV_COMPUTE, TID(2))->dep_nholders[0], 1);
+}
+END_TEST
+
+START_TEST(test_refetch)
+{
+    data_workers(1);
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    sched_place(S);
+    finish_kept(TID(1), 100000);
+    clear();
+    ck_assert_int_eq(sched_refetch(S, C, TID(1)), 0);
+    ck_assert_uint_eq(count_ev(EV_KEPT, TID(1), NULL), 1);
+    ck_assert_int_eq(sched_refetch(S, C, TID(99)), -1);
+    /* Lost: a new worker computes it again, then the client hears. */
+    sched_worker_remove(S, DW1, 1);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_READY);
+    data_workers(1);
+    sched_place(S);
+    finish_kept(TID(1), 100000);
+    ck_assert_uint_eq(count_ev(EV_KEPT, TID(1), NULL), 2);
+}
+END_TEST
+
 START_TEST(test_func_names_packed)
 {
     int u;
@@ -1069,6 +1327,12 @@ Suite *state_suite(void)
     tcase_add_test(tc, test_chunk_per_function);
     tcase_add_test(tc, test_data_sizes_and_reuse);
     tcase_add_test(tc, test_func_names_packed);
+    tcase_add_test(tc, test_kept_holders_and_locality);
+    tcase_add_test(tc, test_kept_free_on_release);
+    tcase_add_test(tc, test_kept_lost_recomputed);
+    tcase_add_test(tc, test_scatter_lost_fails);
+    tcase_add_test(tc, test_task_missing_and_pause);
+    tcase_add_test(tc, test_refetch);
     suite_add_tcase(s, tc);
     return s;
 }

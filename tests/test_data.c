@@ -1,0 +1,209 @@
+/*
+ * test_data.c - end-to-end tests of the data plane (issue 4) on real
+ * clusters: results over 64 KiB stay on the worker that made them, move
+ * worker to worker for dependents, come to the client straight from a
+ * holder, are computed again when their holder is killed, and scattered
+ * data is usable as task arguments.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "e2e.h"
+
+/* FNV-1a of bytes(n): byte i is i & 0xff (tests/tasklibs/basic.c). */
+static uint64_t s_pattern_sum(size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)(i & 0xff);
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static uint64_t s_u64(shoal_future_t *f)
+{
+    msgpack_object o;
+    shoal_error_t err;
+    ck_assert_msg(shoal_result_object(f, E2E_WAIT, &o, &err) == 0, "result: %s", err.msg);
+    ck_assert_int_eq(o.type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    return o.via.u64;
+}
+
+/* The result of f is bytes(n). */
+static void s_check_bytes(shoal_future_t *f, size_t n)
+{
+    msgpack_object o;
+    shoal_error_t err;
+    ck_assert_msg(shoal_result_object(f, E2E_WAIT, &o, &err) == 0, "result: %s", err.msg);
+    ck_assert_int_eq(o.type, MSGPACK_OBJECT_BIN);
+    ck_assert_uint_eq(o.via.bin.size, n);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)o.via.bin.ptr[i] != (unsigned char)(i & 0xff))
+            ck_abort_msg("byte %zu of %zu differs", i, n);
+}
+
+/* Index of the worker process named `name`, or -1. */
+static int s_worker_index(const cluster_t *cl, const char *name)
+{
+    for (int i = 0; i < cl->nprocs; i++)
+        if (name && strcmp(cl->worker_name[i], name) == 0)
+            return i;
+    return -1;
+}
+
+START_TEST(test_deps_across_workers)
+{
+    cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 1);
+    shoal_client_t *c = cl->client;
+    /* Two large results, one per worker (both idle: round robin). */
+    shoal_future_t *a = SUB_I(c, "bytes", NULL, 200000);
+    shoal_future_t *b = SUB_I(c, "bytes", NULL, 300000);
+    ck_assert_int_eq(e2e_wait_done(a, E2E_WAIT), 0);
+    ck_assert_int_eq(e2e_wait_done(b, E2E_WAIT), 0);
+    const char *wa = shoal_future_worker(a), *wb = shoal_future_worker(b);
+    ck_assert_ptr_nonnull(wa);
+    ck_assert_ptr_nonnull(wb);
+    ck_assert_str_ne(wa, wb);
+    /* The scheduler holds none of it: the workers report what they store. */
+    shoal_status_info_t st;
+    STATUS(c, &st);
+    uint64_t stored = 0;
+    for (int i = 0; i < st.nworkers; i++) {
+        stored += st.workers[i].stored_bytes;
+        ck_assert(st.workers[i].data[0] != '\0');
+    }
+    shoal_status_free(&st);
+    ck_assert_uint_ge(stored, 500000);
+    /* checksum(a, b) runs where most of its input bytes are (b's worker),
+     * so a moves worker to worker; its checksum proves the bytes. */
+    for (int k = 0; k < 3; k++) {
+        shoal_future_t *s = SUB_F(c, "checksum", NULL, a, b);
+        ck_assert_uint_eq(s_u64(s), s_pattern_sum(200000));
+        ck_assert_str_eq(shoal_future_worker(s), wb);
+        shoal_release(s);
+    }
+    shoal_future_t *s2 = SUB_F(c, "checksum", NULL, b, a);
+    ck_assert_uint_eq(s_u64(s2), s_pattern_sum(300000));
+    shoal_release(s2);
+    shoal_release(a);
+    shoal_release(b);
+    /* Released: freed on the workers too. */
+    ck_assert_uint_eq(e2e_wait_total(c, 0, 10.0), 0);
+    double t0 = e2e_now();
+    for (;;) {
+        STATUS(c, &st);
+        stored = 0;
+        for (int i = 0; i < st.nworkers; i++)
+            stored += st.workers[i].stored_bytes;
+        shoal_status_free(&st);
+        if (stored == 0 || e2e_now() - t0 > 10)
+            break;
+        e2e_sleep(0.05);
+    }
+    ck_assert_uint_eq(stored, 0);
+}
+END_TEST
+
+START_TEST(test_holder_killed_recomputed)
+{
+    cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 1);
+    shoal_client_t *c = cl->client;
+    shoal_future_t *a = SUB_I(c, "bytes", NULL, 400000);
+    ck_assert_int_eq(e2e_wait_done(a, E2E_WAIT), 0);
+    int i = s_worker_index(cl, shoal_future_worker(a));
+    ck_assert_int_ge(i, 0);
+    ck_assert_int_eq(cluster_signal_worker(cl, i, SIGKILL, 1), 0);
+    /* A dependent needs it now: it is computed again on the survivor. */
+    shoal_future_t *s = SUB_F(c, "checksum", NULL, a);
+    ck_assert_uint_eq(s_u64(s), s_pattern_sum(400000));
+    ck_assert_int_eq(s_worker_index(cl, shoal_future_worker(s)), 1 - i);
+    /* And the client still gets its bytes (from the new holder). */
+    s_check_bytes(a, 400000);
+    shoal_release(s);
+    shoal_release(a);
+}
+END_TEST
+
+START_TEST(test_gather_large)
+{
+    cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 2);
+    shoal_client_t *c = cl->client;
+    enum { N = 6 };
+    shoal_future_t *f[N];
+    for (int k = 0; k < N; k++)
+        f[k] = SUB_I(c, "bytes", NULL, 100000 + 1000 * k);
+    shoal_error_t err;
+    ck_assert_msg(shoal_gather(f, N, E2E_WAIT, &err) == 0, "gather: %s", err.msg);
+    for (int k = 0; k < N; k++) {
+        ck_assert_ptr_nonnull(shoal_future_worker(f[k]));
+        s_check_bytes(f[k], 100000 + 1000 * (size_t)k);
+        shoal_release(f[k]);
+    }
+}
+END_TEST
+
+START_TEST(test_scatter_and_broadcast)
+{
+    cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 1);
+    shoal_client_t *c = cl->client;
+    enum { N = 3, LEN = 150000 };
+    unsigned char *buf = malloc(LEN);
+    ck_assert_ptr_nonnull(buf);
+    for (size_t i = 0; i < LEN; i++)
+        buf[i] = (unsigned char)(i & 0xff);
+    const void *data[N] = {buf, buf, buf};
+    size_t lens[N] = {LEN, LEN - 1, LEN - 2};
+    shoal_future_t *f[N], *g[1];
+    shoal_error_t err;
+    ck_assert_msg(shoal_scatter_bytes(c, data, lens, N, 0, f, &err) == 0, "scatter: %s",
+                  err.msg);
+    ck_assert_msg(shoal_scatter_bytes(c, data, lens, 1, 1, g, &err) == 0, "broadcast: %s",
+                  err.msg);
+    free(buf);
+    for (int k = 0; k < N; k++) {
+        shoal_future_t *s = SUB_F(c, "checksum", NULL, f[k]);
+        ck_assert_uint_eq(s_u64(s), s_pattern_sum(lens[k]));
+        shoal_release(s);
+    }
+    /* The broadcast piece is on both workers: tasks on it run on either. */
+    shoal_future_t *s[4];
+    for (int k = 0; k < 4; k++)
+        s[k] = SUB_F(c, "checksum", NULL, g[0]);
+    for (int k = 0; k < 4; k++) {
+        ck_assert_uint_eq(s_u64(s[k]), s_pattern_sum(LEN));
+        shoal_release(s[k]);
+    }
+    shoal_status_info_t st;
+    STATUS(c, &st);
+    ck_assert_int_eq(st.nworkers, 2);
+    for (int i = 0; i < st.nworkers; i++)
+        ck_assert_uint_ge(st.workers[i].stored_bytes, LEN);
+    shoal_status_free(&st);
+    s_check_bytes(f[0], LEN);
+    for (int k = 0; k < N; k++)
+        shoal_release(f[k]);
+    shoal_release(g[0]);
+    ck_assert_uint_eq(e2e_wait_total(c, 0, 10.0), 0);
+}
+END_TEST
+
+static Suite *s_suite(void)
+{
+    Suite *s = suite_create("e2e_data");
+    TCase *tc = e2e_tcase("data");
+    e2e_add(tc, test_deps_across_workers);
+    e2e_add(tc, test_holder_killed_recomputed);
+    e2e_add(tc, test_gather_large);
+    e2e_add(tc, test_scatter_and_broadcast);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return e2e_run(s_suite());
+}
