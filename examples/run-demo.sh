@@ -1,6 +1,6 @@
 #!/bin/sh
-# Runs the examples one after another: primes, graph, pi, then the graph
-# example's JSON file through `shoal graph`.  It starts nothing
+# Runs the examples one after another: primes, graph, pi, array, then the
+# graph example's JSON file through `shoal graph`.  It starts nothing
 # itself: each example, given no address, connects to $SHOAL_SCHEDULER or
 # $SHOAL_SCHEDULER_FILE if set, else starts (and stops) a local cluster.
 # Exits non-zero if any example fails.  Run `make` first (`make demo` does both).
@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd) || exit 1
 root=$(dirname "$here")
 ex="$root/build/examples"
 
-for name in primes graph pi; do
+for name in primes graph pi array; do
     if [ ! -x "$ex/$name" ] || [ ! -f "$ex/lib$name.so" ]; then
         echo "run-demo: $ex/$name or its task library is missing; run \`make\` in $root first" >&2
         exit 1
@@ -46,6 +46,9 @@ run() {
 run primes "sum of the primes below 100000, 200000 and 300000, one task each"
 run graph  "z = mul(inc(1), inc(2)), with futures as arguments"
 run pi     "Monte Carlo estimate of pi, parallel and then serial"
+# Full size (3.2 GB of chunks made and reduced on the workers, never all at
+# once): about 8 s on 2 cores, the serial run included.
+run array  "Dask's blocked-array demo: normal(10, 0.1) 20000 x 20000, mean(axis=0)[::100]"
 
 # The graph example again, as a JSON graph file run by the command-line
 # client (which, unlike the example programs, needs --local to start a
