@@ -60,6 +60,12 @@ enum { ROLE_UNREG = 1, ROLE_CLIENT = 2, ROLE_WORKER = 4 };
 
 typedef struct peer peer_t;
 
+/* Work stealing: STEAL requests sent per timer tick at most. */
+#define SERVER_STEAL_PER_TICK 64
+
+static int s_parse_resmap(const msgpack_object *o, sched_resource_t *out, size_t *n,
+                          const char **why);
+
 struct peer {
     uint8_t ident[PROTO_MAX_IDENT];
     size_t ident_len;
@@ -84,6 +90,7 @@ struct peer {
     proto_batch_t out;          /* COMPUTE (worker) or RESULT (client) */
     proto_batch_t cancel;       /* WCANCEL (worker) */
     proto_batch_t free;         /* FREE (worker) */
+    proto_batch_t steal;        /* STEAL (worker) */
     double warn_t0;
     unsigned warn_n;
 };
@@ -119,6 +126,9 @@ struct server {
     proto_msg_t msg;
     uint64_t *depbuf;
     size_t depcap;
+    /* A SUBMIT item's options, decoded (valid until the next item). */
+    sched_resource_t resbuf[SCHED_MAX_RESOURCES];
+    sched_name_t onlybuf[SCHED_MAX_RESTRICT];
     lib_t *libs[SERVER_MAX_LIBS];
     size_t nlibs;
     double ttl;
@@ -155,6 +165,7 @@ static void h_task_done(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_scatter(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_refetch(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_pause(server_t *srv, peer_t *p, proto_msg_t *m);
+static void h_steal_reply(server_t *srv, peer_t *p, proto_msg_t *m);
 
 #define ANY_PEER (ROLE_CLIENT | ROLE_WORKER)
 
@@ -182,7 +193,7 @@ static dispatch_t s_dispatch[MSG_TYPE_MAX] = {
     [MSG_REFETCH] = {h_refetch, ROLE_CLIENT, "REFETCH", 0},
     [MSG_FREE] = {NULL, 0, "FREE", 0},
     [MSG_STEAL] = {NULL, 0, "STEAL", 0},
-    [MSG_STEAL_REPLY] = {NULL, 0, "STEAL_REPLY", 0},
+    [MSG_STEAL_REPLY] = {h_steal_reply, ROLE_WORKER, "STEAL_REPLY", 0},
     [MSG_PAUSE] = {h_pause, ROLE_WORKER, "PAUSE", 0},
 };
 
@@ -377,6 +388,7 @@ static void s_flush_peer(server_t *srv, peer_t *p)
         proto_batch_destroy(&p->out);
         proto_batch_destroy(&p->cancel);
         proto_batch_destroy(&p->free);
+        proto_batch_destroy(&p->steal);
         return;
     }
     /* COMPUTE before WCANCEL: a task assigned and cancelled in the same
@@ -390,6 +402,9 @@ static void s_flush_peer(server_t *srv, peer_t *p)
     if (!p->dead && proto_batch_count(&p->free) &&
         proto_batch_send(&p->free, srv->router, p->ident, p->ident_len) < 0)
         s_send_failed(srv, p, "FREE");
+    if (!p->dead && proto_batch_count(&p->steal) &&
+        proto_batch_send(&p->steal, srv->router, p->ident, p->ident_len) < 0)
+        s_send_failed(srv, p, "STEAL");
 }
 
 static void s_batch_added(server_t *srv, peer_t *p, proto_batch_t *b)
@@ -654,6 +669,16 @@ static void cb_result_kept(void *ctx, void *cuser, const sched_task_t *t, const 
     s_batch_added(srv, p, &p->out);
 }
 
+static void cb_steal(void *ctx, void *wuser, uint64_t id)
+{
+    server_t *srv = ctx;
+    peer_t *p = wuser;
+    if (p->dead)
+        return;
+    msgpack_pack_uint64(proto_batch_add(&p->steal), id);
+    s_batch_added(srv, p, &p->steal);
+}
+
 static void cb_wfree(void *ctx, void *wuser, uint64_t id)
 {
     server_t *srv = ctx;
@@ -731,6 +756,7 @@ static void s_peer_remove(server_t *srv, peer_t *p, const char *why, int crashed
     proto_batch_destroy(&p->out);
     proto_batch_destroy(&p->cancel);
     proto_batch_destroy(&p->free);
+    proto_batch_destroy(&p->steal);
     free(p);
 }
 
@@ -854,6 +880,8 @@ static void h_hello(server_t *srv, peer_t *p, proto_msg_t *m)
     }
     int64_t nthreads = 0;
     char data[DATA_ADDR_MAX + 1] = "";
+    sched_resource_t res[SCHED_MAX_RESOURCES];
+    size_t nres = 0;
     if (role == ROLE_WORKER) {
         o = mp_map_get(b, "nthreads");
         if (!o || mp_i64(o, &nthreads) < 0 || nthreads < 1 || nthreads > 65536) {
@@ -866,6 +894,12 @@ static void h_hello(server_t *srv, peer_t *p, proto_msg_t *m)
              !strchr(data + 6, ':') || strpbrk(data, " \t\r\n"))) {
             s_bad(srv, p, m, "\"data\" must be a tcp://host:port address of at most %d bytes",
                   DATA_ADDR_MAX);
+            return;
+        }
+        o = mp_map_get(b, "resources");
+        const char *why = NULL;
+        if (o && !mp_is_nil(o) && s_parse_resmap(o, res, &nres, &why) < 0) {
+            s_bad(srv, p, m, "\"resources\": %s", why);
             return;
         }
         o = mp_map_get(b, "memory_limit");
@@ -912,10 +946,12 @@ static void h_hello(server_t *srv, peer_t *p, proto_msg_t *m)
     proto_batch_init(&np->out, role == ROLE_WORKER ? MSG_COMPUTE : MSG_RESULT);
     proto_batch_init(&np->cancel, MSG_WCANCEL);
     proto_batch_init(&np->free, MSG_FREE);
+    proto_batch_init(&np->steal, MSG_STEAL);
 
     if (role == ROLE_WORKER) {
         np->w = sched_worker_add(srv->sched, np->name, np->nthreads, np);
-        if (np->w && sched_worker_set_data(np->w, data) < 0) {
+        if (np->w && (sched_worker_set_data(np->w, data) < 0 ||
+                      sched_worker_set_resources(srv->sched, np->w, res, nres) < 0)) {
             sched_worker_remove(srv->sched, np->w, 0);
             np->w = NULL;
         }
@@ -1020,6 +1056,93 @@ static void h_bye(server_t *srv, peer_t *p, proto_msg_t *m)
     s_peer_remove(srv, p, "said goodbye", 0);
 }
 
+/* {name: amount} into out[0..*n) (at most SCHED_MAX_RESOURCES, names of
+ * 1..SCHED_MAX_RESNAME bytes, each once, amounts finite and >= 0).  The
+ * names point into the message. */
+static int s_parse_resmap(const msgpack_object *o, sched_resource_t *out, size_t *n,
+                          const char **why)
+{
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        *why = "resources must be a map of names to amounts";
+        return -1;
+    }
+    if (o->via.map.size > SCHED_MAX_RESOURCES) {
+        *why = "more than 64 resources";
+        return -1;
+    }
+    *n = 0;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        sched_resource_t *r = &out[i];
+        if (mp_str(&kv->key, &r->name, &r->name_len) < 0 || r->name_len == 0 ||
+            r->name_len > SCHED_MAX_RESNAME || memchr(r->name, '\0', r->name_len)) {
+            *why = "resource names must be strings of 1 to 64 bytes";
+            return -1;
+        }
+        if (mp_f64(&kv->val, &r->amount) < 0 || !(r->amount >= 0) || r->amount > 1e300) {
+            *why = "resource amounts must be finite numbers >= 0";
+            return -1;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            if (out[j].name_len == r->name_len && memcmp(out[j].name, r->name, r->name_len) == 0) {
+                *why = "a resource is named twice";
+                return -1;
+            }
+        }
+        (*n)++;
+    }
+    return 0;
+}
+
+/* SUBMIT options {"resources": {name: amount}, "workers": [names]}. */
+static int s_parse_options(server_t *srv, const msgpack_object *o, sched_submit_t *sub,
+                           const char **why)
+{
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        *why = "options must be nil or a map";
+        return -1;
+    }
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (mp_str_eq(&kv->key, "resources")) {
+            if (mp_is_nil(&kv->val))
+                continue;
+            if (s_parse_resmap(&kv->val, srv->resbuf, &sub->nres, why) < 0)
+                return -1;
+            sub->res = srv->resbuf;
+        } else if (mp_str_eq(&kv->key, "workers")) {
+            if (mp_is_nil(&kv->val))
+                continue;
+            const msgpack_object *names;
+            size_t nn;
+            if (mp_array(&kv->val, &names, &nn) < 0) {
+                *why = "workers must be an array of worker names";
+                return -1;
+            }
+            if (nn > SCHED_MAX_RESTRICT) {
+                *why = "restricted to more than 1024 workers";
+                return -1;
+            }
+            for (size_t j = 0; j < nn; j++) {
+                sched_name_t *w = &srv->onlybuf[j];
+                if (mp_str(&names[j], &w->p, &w->len) < 0 || w->len == 0 ||
+                    w->len > SCHED_MAX_NAME || memchr(w->p, '\0', w->len)) {
+                    *why = "worker names must be strings of 1 to 255 bytes";
+                    return -1;
+                }
+            }
+            sub->only = srv->onlybuf;
+            sub->nonly = nn;
+        } else {
+            /* Unknown options would change placement in ways this
+             * scheduler cannot honour: refuse rather than ignore. */
+            *why = "unknown option (known: resources, workers)";
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Field i of a SUBMIT item; sets *why on failure. */
 static int s_parse_submit(server_t *srv, const msgpack_object *it, size_t n, sched_submit_t *sub,
                           const char **why)
@@ -1088,21 +1211,8 @@ static int s_parse_submit(server_t *srv, const msgpack_object *it, size_t n, sch
         *why = "name must be nil or a string of at most 255 bytes";
         return -1;
     }
-    if (n > 7 && !mp_is_nil(&it[7])) {
-        /* Options {"resources": {...}, "workers": [...]}: placement by
-         * resources and restrictions is not implemented here yet, and
-         * running such a task anywhere could over-subscribe what it asked
-         * for, so it is refused with that reason rather than run. */
-        if (it[7].type != MSGPACK_OBJECT_MAP) {
-            *why = "options must be nil or a map";
-            return -1;
-        }
-        if (it[7].via.map.size > 0) {
-            *why = "resources and worker restrictions are not supported by this scheduler "
-                   "yet";
-            return -1;
-        }
-    }
+    if (n > 7 && !mp_is_nil(&it[7]) && s_parse_options(srv, &it[7], sub, why) < 0)
+        return -1;
     return 0;
 }
 
@@ -1507,6 +1617,33 @@ static void h_pause(server_t *srv, peer_t *p, proto_msg_t *m)
     sched_worker_set_paused(srv->sched, p->w, paused);
 }
 
+/* STEAL_REPLY [[id, ok]...]: tasks given back are placed again (by the
+ * flush watcher); a reply for a steal not pending (the task finished or
+ * was cancelled meanwhile) is ignored. */
+static void h_steal_reply(server_t *srv, peer_t *p, proto_msg_t *m)
+{
+    const msgpack_object *items;
+    size_t n, bad = 0;
+    if (mp_array(&m->body, &items, &n) < 0) {
+        s_bad(srv, p, m, "body must be an array of [id, ok]");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *it;
+        size_t k;
+        uint64_t id;
+        int ok;
+        if (mp_array(&items[i], &it, &k) < 0 || k != 2 || mp_u64(&it[0], &id) < 0 ||
+            mp_bool(&it[1], &ok) < 0) {
+            bad++;
+            continue;
+        }
+        sched_steal_reply(srv->sched, p->w, id, ok);
+    }
+    if (bad)
+        s_bad(srv, p, m, "%zu of %zu items are not [id, ok]", bad, n);
+}
+
 /* ---- receiving ------------------------------------------------------------------------- */
 
 static void s_dispatch_msg(server_t *srv, proto_msg_t *m)
@@ -1626,6 +1763,11 @@ static void s_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         }
     }
     s_reap(srv);
+    /* Rebalance: idle threads take queued tasks from busy workers.  A
+     * bounded number per tick; the flush watcher sends the STEALs. */
+    size_t asked = sched_steal(srv->sched, SERVER_STEAL_PER_TICK);
+    if (asked)
+        log_debug("asked for %zu queued tasks back for idle workers", asked);
 }
 
 /* ---- setup --------------------------------------------------------------------------------- */
@@ -1668,7 +1810,7 @@ static void s_seterr(char *err, size_t cap, const char *fmt, ...)
 server_t *server_create(const server_opts_t *o, char *err, size_t errcap)
 {
     static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel, cb_result_kept,
-                                    cb_wfree};
+                                    cb_wfree, cb_steal};
     if (!o || !o->loop || o->port < 0 || o->port > 65535 ||
         (o->host && (!*o->host || strlen(o->host) > 200))) {
         s_seterr(err, errcap, "invalid server options");

@@ -99,7 +99,32 @@ enum {
     XF_KEPT = 1,        /* result on workers: an ext record exists */
     XF_SCATTERED = 2,   /* client data (SCATTER): cannot be recomputed */
     XF_REMOTE = 4,      /* some dependency's result is (or was) kept on workers */
+    XF_CONS = 8,        /* resources/restrictions: sched.treq has its kind */
+    XF_STEAL = 16,      /* PROCESSING: a STEAL for it is pending */
 };
+
+/*
+ * A kind: one set of placement constraints (resources and allowed worker
+ * names), shared by every task that has it (refcounted; sched.treq maps a
+ * task id to its kind).  Its ready tasks wait in its own FIFO (through
+ * wprev/wnext), not in the main ready queue: placement cannot take them in
+ * global order, and when the first task of a kind cannot be placed, none
+ * of that kind can, so a blocked kind costs one check per placement round,
+ * not one per task.
+ */
+typedef struct rkind {
+    struct rkind *next;           /* same-hash chain in sched.kinds */
+    struct rkind *aprev, *anext;  /* sched.akinds: kinds with ready tasks */
+    uint64_t hash;
+    uint32_t refs;                /* tasks of this kind */
+    uint32_t nres, nonly;
+    int warned;                   /* "no worker can run it" logged */
+    struct sched_task *head, *tail; /* ready tasks */
+    size_t nready;
+    double *amount;               /* nres */
+    char **res;                   /* nres names */
+    char **only;                  /* nonly worker names */
+} rkind_t;
 
 typedef struct task_ext {
     uint64_t nbytes;
@@ -214,6 +239,11 @@ struct sched_worker {
     char *data;                     /* data endpoint address, or NULL */
     u64map_t *held;                 /* id -> task whose result it holds */
     uint64_t stored;                /* sum of their nbytes */
+    /* Declared resources (sched_worker_set_resources): totals and what
+     * its processing constrained tasks use. */
+    uint32_t nres;
+    char **rname;
+    double *rtotal, *rused;
 };
 
 struct sched_client {
@@ -252,12 +282,18 @@ struct sched {
     unsigned per_thread;           /* prefetch: extra tasks per thread */
     sched_task_t *gc;              /* stack through cnext */
     sched_stats_t st;
+    u64map_t *kinds;               /* hash -> rkind_t chain */
+    u64map_t *treq;                /* task id -> rkind_t, for XF_CONS tasks */
+    rkind_t *akinds;               /* kinds with ready tasks */
+    size_t ncons;                  /* ready tasks in kinds */
+    size_t nstealing;              /* STEALs not answered yet */
 };
 
 /* heap_idx of a task in no part of the ready queue, and in the FIFO lane;
  * anything else is its position in the heap. */
 #define HEAP_NONE UINT32_MAX
 #define HEAP_FIFO (UINT32_MAX - 1)
+#define HEAP_CONS (UINT32_MAX - 2)   /* in its kind's queue */
 
 static const char *const s_state_names[TS_NSTATES] = {
     [TS_NEW] = "new",           [TS_WAITING] = "waiting", [TS_READY] = "ready",
@@ -494,8 +530,19 @@ static void s_heap_remove(sched_t *s, sched_task_t *t)
 
 /* Add t to the ready queue: to the FIFO lane if it goes after the lane's
  * tail (or the lane is empty), else to the heap. */
+static void s_cons_push(sched_t *s, sched_task_t *t);
+static void s_cons_remove(sched_t *s, sched_task_t *t);
+static rkind_t *s_kind_ref(sched_t *s, const sched_submit_t *sub);
+static void s_kind_unref(sched_t *s, rkind_t *k);
+static void s_kind_free(rkind_t *k);
+static void s_worker_free_res(sched_worker_t *w);
+
 static void s_ready_push(sched_t *s, sched_task_t *t)
 {
+    if (t->xflags & XF_CONS) {
+        s_cons_push(s, t);
+        return;
+    }
     sched_task_t *tail = s->rq_tail;
     if (tail && !s_before(tail, t)) {
         s_heap_push(s, t);
@@ -514,7 +561,10 @@ static void s_ready_push(sched_t *s, sched_task_t *t)
 static void s_ready_remove(sched_t *s, sched_task_t *t)
 {
     if (t->heap_idx != HEAP_FIFO) {
-        s_heap_remove(s, t);
+        if (t->heap_idx == HEAP_CONS)
+            s_cons_remove(s, t);
+        else
+            s_heap_remove(s, t);
         return;
     }
     if (t->wprev)
@@ -685,6 +735,26 @@ static void s_task_unlink_worker(sched_task_t *t)
     w->inflight--;
 }
 
+/* A constrained task starts (sign 1) or stops (-1) using its resources
+ * on w.  Amounts are matched by name (both lists are short). */
+static void s_res_account(sched_t *s, const sched_task_t *t, sched_worker_t *w, double sign)
+{
+    const rkind_t *k = u64map_get(s->treq, t->id);
+    if (!k)
+        return;
+    for (uint32_t i = 0; i < k->nres; i++) {
+        for (uint32_t j = 0; j < w->nres; j++) {
+            if (strcmp(k->res[i], w->rname[j]) == 0) {
+                w->rused[j] += sign * k->amount[i];
+                /* Sums of fractions drift: an idle resource is exactly 0. */
+                if (w->rused[j] < 1e-9 * (w->rtotal[j] > 1 ? w->rtotal[j] : 1))
+                    w->rused[j] = 0;
+                break;
+            }
+        }
+    }
+}
+
 /*
  * The one place a task changes state.  Keeps in step with the state: the
  * per-state counters, the ready heap (member iff READY), the worker's
@@ -707,6 +777,14 @@ static void s_transition(sched_t *s, sched_task_t *t, task_state_t to, sched_wor
         break;
     case TS_PROCESSING:
         left = t->worker;
+        if (t->xflags & (XF_CONS | XF_STEAL)) {
+            if (t->xflags & XF_STEAL) {
+                t->xflags &= (uint8_t)~XF_STEAL; /* a late reply finds nothing */
+                s->nstealing--;
+            }
+            if (t->xflags & XF_CONS)
+                s_res_account(s, t, left, -1.0);
+        }
         s_task_unlink_worker(t);
         break;
     default:
@@ -722,6 +800,8 @@ static void s_transition(sched_t *s, sched_task_t *t, task_state_t to, sched_wor
         break;
     case TS_PROCESSING:
         s_task_link_worker(t, w);
+        if (t->xflags & XF_CONS)
+            s_res_account(s, t, w, 1.0);
         s_relist(s, w);
         break;
     case TS_MEMORY:
@@ -1079,6 +1159,8 @@ static void s_free(sched_t *s, sched_task_t *t)
     s_transition(s, t, TS_FORGOTTEN, NULL);
     if (t->xflags & XF_KEPT)
         s_ext_free(s, t, 1);
+    if (t->xflags & XF_CONS)
+        s_kind_unref(s, u64map_del(s->treq, t->id));
     s_drop_holds(s, t);
     tmap_del(s->tasks, t->id);
     if (t->client) {
@@ -1158,7 +1240,9 @@ sched_t *sched_create(const sched_ops_t *ops, void *ctx)
     s->tasks = tmap_create(1024);
     s->strs = u64map_create(64);
     s->exts = u64map_create(64);
-    if (!s->tasks || !s->strs || !s->exts) {
+    s->kinds = u64map_create(16);
+    s->treq = u64map_create(16);
+    if (!s->tasks || !s->strs || !s->exts || !s->kinds || !s->treq) {
         int e = errno;
         sched_destroy(s);
         errno = e ? e : ENOMEM;
@@ -1216,10 +1300,26 @@ void sched_destroy(sched_t *s)
         }
         u64map_destroy(s->strs);
     }
+    if (s->kinds) {
+        size_t pos = 0;
+        uint64_t key;
+        void *val;
+        while (u64map_next(s->kinds, &pos, &key, &val)) {
+            rkind_t *k = val;
+            while (k) {
+                rkind_t *n = k->next;
+                s_kind_free(k);
+                k = n;
+            }
+        }
+        u64map_destroy(s->kinds);
+    }
+    u64map_destroy(s->treq);
     while (s->workers) {
         sched_worker_t *w = s->workers;
         s->workers = w->next;
         u64map_destroy(w->held);
+        s_worker_free_res(w);
         free(w->data);
         free(w->name);
         free(w);
@@ -1714,6 +1814,7 @@ void sched_worker_remove(sched_t *s, sched_worker_t *w, int crashed)
     }
     s_lose_held(s, w);
     u64map_destroy(w->held);
+    s_worker_free_res(w);
     free(w->data);
     free(w->name);
     free(w);
@@ -1800,6 +1901,63 @@ static int s_dependents_reserve(sched_task_t *d)
     return 0;
 }
 
+/*
+ * Check sub's resources and restrictions and record them: *kind gets the
+ * task's kind (referenced, and mapped from the id in treq).  -1 when
+ * refused (reported, as sched_submit).
+ */
+static __attribute__((noinline, cold)) int s_constraints(sched_t *s, sched_client_t *c,
+                                                        const sched_submit_t *sub,
+                                                        rkind_t **kind)
+{
+    uint64_t id = sub->id;
+    if (sub->nres > SCHED_MAX_RESOURCES || (sub->nres && !sub->res))
+        return s_refuse(s, c, id, EINVAL, "more than %d resources", SCHED_MAX_RESOURCES);
+    for (size_t i = 0; i < sub->nres; i++) {
+        const sched_resource_t *r = &sub->res[i];
+        if (!r->name || r->name_len == 0 || r->name_len > SCHED_MAX_RESNAME ||
+            memchr(r->name, '\0', r->name_len))
+            return s_refuse(s, c, id, EINVAL, "resource names must be 1 to %d bytes",
+                            SCHED_MAX_RESNAME);
+        if (!(r->amount >= 0) || r->amount > 1e300)
+            return s_refuse(s, c, id, EINVAL, "resource %.*s: amount must be a finite number >= 0",
+                            (int)r->name_len, r->name);
+        /* Named twice, it would be counted twice but checked once each. */
+        for (size_t j = 0; j < i; j++)
+            if (sub->res[j].name_len == r->name_len &&
+                memcmp(sub->res[j].name, r->name, r->name_len) == 0)
+                return s_refuse(s, c, id, EINVAL, "resource %.*s named twice",
+                                (int)r->name_len, r->name);
+    }
+    if (sub->nonly > SCHED_MAX_RESTRICT || (sub->nonly && !sub->only))
+        return s_refuse(s, c, id, EINVAL, "restricted to more than %d workers",
+                        SCHED_MAX_RESTRICT);
+    for (size_t i = 0; i < sub->nonly; i++)
+        if (!sub->only[i].p || sub->only[i].len == 0 || sub->only[i].len > SCHED_MAX_NAME ||
+            memchr(sub->only[i].p, '\0', sub->only[i].len))
+            return s_refuse(s, c, id, EINVAL, "worker names must be 1 to %d bytes",
+                            SCHED_MAX_NAME);
+
+    rkind_t *k = s_kind_ref(s, sub);
+    if (!k)
+        return s_refuse(s, c, id, ENOMEM, "out of memory");
+    if (u64map_put(s->treq, id, k) < 0) {
+        s_kind_unref(s, k);
+        return s_refuse(s, c, id, ENOMEM, "out of memory");
+    }
+    *kind = k;
+    return 0;
+}
+
+/* Undo s_constraints (a submission refused later on).  kind may be NULL. */
+static void s_constraints_undo(sched_t *s, uint64_t id, rkind_t *kind)
+{
+    if (!kind)
+        return;
+    u64map_del(s->treq, id);
+    s_kind_unref(s, kind);
+}
+
 int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
 {
     uint64_t id = sub->id;
@@ -1818,10 +1976,17 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
         return s_refuse(s, c, id, EINVAL, "retries above %d", SCHED_MAX_RETRIES);
     if (sub->args_len > UINT32_MAX)
         return s_refuse(s, c, id, EINVAL, "args of 4 GiB or more");
-
+    /* Constraints are rare: checked and recorded out of line, so the
+     * plain path pays one test for them. */
+    rkind_t *kind = NULL;
+    if (__builtin_expect((sub->nres | sub->nonly) != 0, 0) &&
+        s_constraints(s, c, sub, &kind) < 0)
+        return -1;
     sched_task_t *t = s_record_alloc(s, sub->ndeps);
-    if (!t)
+    if (!t) {
+        s_constraints_undo(s, id, kind);
         return s_refuse(s, c, id, ENOMEM, "out of memory");
+    }
 
     /* Resolve and dedupe the dependencies; note the first one that already
      * failed or was cancelled. */
@@ -1833,6 +1998,7 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
             for (uint32_t j = 0; j < nd; j++)
                 t->deps[j]->flags &= (uint8_t)~TF_MARK;
             s_record_free(s, t);
+            s_constraints_undo(s, id, kind);
             return s_refuse(s, c, id, ENOENT, "unknown dependency %" PRIu64, sub->deps[i]);
         }
         if (d->flags & TF_MARK)
@@ -1869,6 +2035,8 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
     }
     if (tmap_put(s->tasks, id, t) < 0)
         goto nomem;
+    if (kind)
+        t->xflags |= XF_CONS;
 
     t->id = id;
     t->seq = ++s->next_seq;
@@ -1932,6 +2100,7 @@ int sched_submit(sched_t *s, sched_client_t *c, const sched_submit_t *sub)
     return 0;
 
 nomem:
+    s_constraints_undo(s, id, kind);
     s_unintern(s, t->func);
     free(t->name);
     s_data_free(t);
@@ -2072,6 +2241,360 @@ int sched_cancel(sched_t *s, sched_client_t *c, uint64_t id)
     return 0;
 }
 
+/* ---- resources and restrictions ------------------------------------------------------ */
+
+static void s_kind_free(rkind_t *k)
+{
+    if (!k)
+        return;
+    for (uint32_t i = 0; i < k->nres; i++)
+        free(k->res[i]);
+    for (uint32_t i = 0; i < k->nonly; i++)
+        free(k->only[i]);
+    free(k->res);
+    free(k->amount);
+    free(k->only);
+    free(k);
+}
+
+static uint64_t s_kind_hash(const sched_submit_t *sub)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sub->nres; i++) {
+        h = (h ^ util_fnv1a64(sub->res[i].name, sub->res[i].name_len)) * 1099511628211ull;
+        uint64_t a;
+        double d = sub->res[i].amount + 0.0; /* -0 and 0 alike */
+        memcpy(&a, &d, sizeof a);
+        h = (h ^ a) * 1099511628211ull;
+    }
+    h = (h ^ 0x5e9a7a7e) * 1099511628211ull;
+    for (size_t i = 0; i < sub->nonly; i++)
+        h = (h ^ util_fnv1a64(sub->only[i].p, sub->only[i].len)) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+static int s_kind_eq(const rkind_t *k, const sched_submit_t *sub)
+{
+    if (k->nres != sub->nres || k->nonly != sub->nonly)
+        return 0;
+    for (size_t i = 0; i < sub->nres; i++)
+        if (k->amount[i] != sub->res[i].amount || strlen(k->res[i]) != sub->res[i].name_len ||
+            memcmp(k->res[i], sub->res[i].name, sub->res[i].name_len) != 0)
+            return 0;
+    for (size_t i = 0; i < sub->nonly; i++)
+        if (strlen(k->only[i]) != sub->only[i].len ||
+            memcmp(k->only[i], sub->only[i].p, sub->only[i].len) != 0)
+            return 0;
+    return 1;
+}
+
+static char *s_strndup(const char *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d) {
+        memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+/* The kind of sub's constraints (one more reference), created if new.
+ * NULL if out of memory. */
+static rkind_t *s_kind_ref(sched_t *s, const sched_submit_t *sub)
+{
+    uint64_t h = s_kind_hash(sub);
+    rkind_t *head = u64map_get(s->kinds, h);
+    for (rkind_t *k = head; k; k = k->next) {
+        if (s_kind_eq(k, sub)) {
+            k->refs++;
+            return k;
+        }
+    }
+    rkind_t *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    k->hash = h;
+    k->nres = (uint32_t)sub->nres;
+    k->nonly = (uint32_t)sub->nonly;
+    if ((k->nres && (!(k->res = calloc(k->nres, sizeof *k->res)) ||
+                     !(k->amount = calloc(k->nres, sizeof *k->amount)))) ||
+        (k->nonly && !(k->only = calloc(k->nonly, sizeof *k->only))))
+        goto nomem;
+    for (uint32_t i = 0; i < k->nres; i++) {
+        k->amount[i] = sub->res[i].amount;
+        if (!(k->res[i] = s_strndup(sub->res[i].name, sub->res[i].name_len)))
+            goto nomem;
+    }
+    for (uint32_t i = 0; i < k->nonly; i++)
+        if (!(k->only[i] = s_strndup(sub->only[i].p, sub->only[i].len)))
+            goto nomem;
+    k->next = head;
+    if (u64map_put(s->kinds, h, k) < 0)
+        goto nomem;
+    k->refs = 1;
+    return k;
+nomem:
+    s_kind_free(k);
+    return NULL;
+}
+
+static void s_kind_unref(sched_t *s, rkind_t *k)
+{
+    if (!k || --k->refs > 0)
+        return;
+    rkind_t *head = u64map_get(s->kinds, k->hash);
+    if (head == k) {
+        if (k->next)
+            u64map_put(s->kinds, k->hash, k->next); /* replaces: cannot fail */
+        else
+            u64map_del(s->kinds, k->hash);
+    } else {
+        for (rkind_t *q = head; q; q = q->next) {
+            if (q->next == k) {
+                q->next = k->next;
+                break;
+            }
+        }
+    }
+    s_kind_free(k);
+}
+
+/* A constrained task became ready: into its kind's queue, in (priority,
+ * seq) order (walking back from the tail: tasks usually come in order). */
+static void s_cons_push(sched_t *s, sched_task_t *t)
+{
+    rkind_t *k = u64map_get(s->treq, t->id);
+    if (!k) {
+        log_err("BUG: constrained task %" PRIu64 " without a kind", t->id);
+        abort();
+    }
+    sched_task_t *after = k->tail;
+    while (after && s_before(t, after))
+        after = after->wprev;
+    t->wprev = after;
+    t->wnext = after ? after->wnext : k->head;
+    if (t->wnext)
+        t->wnext->wprev = t;
+    else
+        k->tail = t;
+    if (after)
+        after->wnext = t;
+    else
+        k->head = t;
+    t->heap_idx = HEAP_CONS;
+    if (k->nready++ == 0) {
+        k->aprev = NULL;
+        k->anext = s->akinds;
+        if (s->akinds)
+            s->akinds->aprev = k;
+        s->akinds = k;
+    }
+    s->ncons++;
+}
+
+static void s_cons_remove(sched_t *s, sched_task_t *t)
+{
+    rkind_t *k = u64map_get(s->treq, t->id);
+    if (t->wprev)
+        t->wprev->wnext = t->wnext;
+    else
+        k->head = t->wnext;
+    if (t->wnext)
+        t->wnext->wprev = t->wprev;
+    else
+        k->tail = t->wprev;
+    t->wprev = t->wnext = NULL;
+    t->heap_idx = HEAP_NONE;
+    s->ncons--;
+    if (--k->nready == 0) {
+        if (k->aprev)
+            k->aprev->anext = k->anext;
+        else
+            s->akinds = k->anext;
+        if (k->anext)
+            k->anext->aprev = k->aprev;
+        k->aprev = k->anext = NULL;
+    }
+}
+
+/* Could w run a task of kind k: now (`now`: the free amounts suffice) or
+ * ever (its totals do)? */
+static int s_fits(const rkind_t *k, const sched_worker_t *w, int now)
+{
+    if (k->nonly) {
+        uint32_t i = 0;
+        while (i < k->nonly && strcmp(k->only[i], w->name) != 0)
+            i++;
+        if (i == k->nonly)
+            return 0;
+    }
+    for (uint32_t i = 0; i < k->nres; i++) {
+        uint32_t j = 0;
+        while (j < w->nres && strcmp(k->res[i], w->rname[j]) != 0)
+            j++;
+        if (j == w->nres)
+            return 0; /* not declared at all, whatever the amount */
+        double have = w->rtotal[j] - (now ? w->rused[j] : 0);
+        /* A little slack for sums of fractions (0.1 + 0.2). */
+        if (k->amount[i] > have + 1e-9 * (have > 1 ? have : 1))
+            return 0;
+    }
+    return 1;
+}
+
+/* The worker to run a task of kind k now: allowed, with room and enough
+ * free resources; idle ones first, then the least loaded. NULL if none. */
+static sched_worker_t *s_pick(const sched_t *s, const rkind_t *k)
+{
+    sched_worker_t *best = NULL;
+    for (sched_worker_t *w = s->workers; w; w = w->next) {
+        if (w->list == WL_NONE || !s_fits(k, w, 1))
+            continue;
+        if (!best || (w->list == WL_IDLE && best->list != WL_IDLE) ||
+            (w->list == best->list &&
+             (double)w->inflight / w->nthreads < (double)best->inflight / best->nthreads))
+            best = w;
+    }
+    return best;
+}
+
+static void s_warn_unrunnable(const sched_t *s, rkind_t *k)
+{
+    if (k->warned)
+        return;
+    for (const sched_worker_t *w = s->workers; w; w = w->next)
+        if (!w->removing && s_fits(k, w, 0))
+            return;
+    k->warned = 1;
+    char buf[512];
+    size_t off = 0;
+    for (uint32_t i = 0; i < k->nres && off < sizeof buf; i++) {
+        int m = snprintf(buf + off, sizeof buf - off, "%s%s=%g", i ? "," : "resources ",
+                         k->res[i], k->amount[i]);
+        off += m < 0 ? 0 : (size_t)m;
+    }
+    for (uint32_t i = 0; i < k->nonly && off < sizeof buf; i++) {
+        int m = snprintf(buf + off, sizeof buf - off, "%s%s",
+                         i ? "," : (off ? " on workers " : "workers "), k->only[i]);
+        off += m < 0 ? 0 : (size_t)m;
+    }
+    log_warn("%zu task(s) need %s, which no connected worker can offer: they wait for one",
+             k->nready, buf);
+}
+
+/*
+ * Place the ready tasks of every kind, each kind's in order, until its
+ * first task fits no worker now.  Only s_check_inputs (tasks with inputs
+ * kept on workers) can change other kinds' queues behind our back (it may
+ * collect garbage), so the walk starts over after it ran.
+ */
+static void s_place_constrained(sched_t *s)
+{
+restart:
+    for (rkind_t *k = s->akinds, *next; k; k = next) {
+        next = k->anext;
+        sched_task_t *t;
+        while ((t = k->head)) {
+            if (!s->idle.head && !s->prefetch.head)
+                return; /* no room anywhere */
+            if (t->xflags & XF_REMOTE) {
+                if (!s_check_inputs(s, t))
+                    goto restart;
+                if (t != k->head || k->nready == 0)
+                    goto restart;
+            }
+            sched_worker_t *w = s_pick(s, k);
+            if (!w) {
+                s_warn_unrunnable(s, k);
+                break;
+            }
+            s_transition(s, t, TS_PROCESSING, w);
+            if (s->ops.compute)
+                s->ops.compute(s->ctx, w->user, t);
+        }
+    }
+}
+
+int sched_worker_set_resources(sched_t *s, sched_worker_t *w, const sched_resource_t *r,
+                               size_t n)
+{
+    (void)s;
+    if (w->inflight) {
+        errno = EBUSY;
+        return -1;
+    }
+    if (n > SCHED_MAX_RESOURCES || (n && !r)) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].name || r[i].name_len == 0 || r[i].name_len > SCHED_MAX_RESNAME ||
+            memchr(r[i].name, '\0', r[i].name_len) || !(r[i].amount >= 0) ||
+            r[i].amount > 1e300) {
+            errno = EINVAL;
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (r[j].name_len == r[i].name_len &&
+                memcmp(r[j].name, r[i].name, r[i].name_len) == 0) {
+                errno = EINVAL;
+                return -1;
+            }
+        }
+    }
+    char **names = n ? calloc(n, sizeof *names) : NULL;
+    double *tot = n ? calloc(n, sizeof *tot) : NULL;
+    double *used = n ? calloc(n, sizeof *used) : NULL;
+    if (n && (!names || !tot || !used))
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        tot[i] = r[i].amount;
+        if (!(names[i] = s_strndup(r[i].name, r[i].name_len)))
+            goto nomem;
+    }
+    for (uint32_t j = 0; j < w->nres; j++)
+        free(w->rname[j]);
+    free(w->rname);
+    free(w->rtotal);
+    free(w->rused);
+    w->rname = names;
+    w->rtotal = tot;
+    w->rused = used;
+    w->nres = (uint32_t)n;
+    return 0;
+nomem:
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+    free(tot);
+    free(used);
+    errno = ENOMEM;
+    return -1;
+}
+
+double sched_worker_resource(const sched_worker_t *w, const char *name, double *used)
+{
+    for (uint32_t j = 0; j < w->nres; j++) {
+        if (strcmp(w->rname[j], name) == 0) {
+            if (used)
+                *used = w->rused[j];
+            return w->rtotal[j];
+        }
+    }
+    if (used)
+        *used = 0;
+    return 0;
+}
+
+static void s_worker_free_res(sched_worker_t *w)
+{
+    for (uint32_t j = 0; j < w->nres; j++)
+        free(w->rname[j]);
+    free(w->rname);
+    free(w->rtotal);
+    free(w->rused);
+}
+
 /*
  * Each turn takes the worker at the head of the idle list (else of the
  * prefetch list) and gives it the first ready task, then the next ones for
@@ -2092,6 +2615,8 @@ int sched_cancel(sched_t *s, sched_client_t *c, uint64_t id)
 void sched_place(sched_t *s)
 {
     s_update_prefetch(s);
+    if (s->ncons)
+        s_place_constrained(s);
     sched_task_t *t;
     while ((t = s_ready_first(s))) {
         sched_worker_t *w = s->idle.head ? s->idle.head : s->prefetch.head;
@@ -2117,6 +2642,74 @@ void sched_place(sched_t *s)
         } while (w->list != WL_NONE && (t = s_ready_first(s)) && !(t->xflags & XF_REMOTE) &&
                  ++k < t->func->chunk);
     }
+}
+
+/* Is t worth moving: no constraints, and its inputs kept on workers cheap
+ * to fetch elsewhere? */
+static int s_stealable(const sched_t *s, const sched_task_t *t)
+{
+    if (t->xflags & (XF_CONS | XF_STEAL))
+        return 0;
+    if (!(t->xflags & XF_REMOTE))
+        return 1;
+    uint64_t bytes = 0;
+    for (uint32_t j = 0; j < t->ndeps; j++) {
+        const task_ext_t *e = s_ext(s, t->deps[j]);
+        if (e)
+            bytes += e->nbytes;
+    }
+    if (bytes <= SCHED_STEAL_BYTES)
+        return 1;
+    double us = t->func->ewma_us;
+    return us > 0 && (double)bytes / SCHED_STEAL_BPS * 1e6 < us;
+}
+
+size_t sched_steal(sched_t *s, size_t max)
+{
+    if (!s->ops.steal || !max || s_ready_first(s) || s->ncons)
+        return 0;
+    size_t idle = 0;
+    for (sched_worker_t *w = s->idle.head; w; w = w->lnext)
+        idle += w->nthreads - w->inflight;
+    /* Tasks already asked for will fill some of those threads. */
+    idle = idle > s->nstealing ? idle - s->nstealing : 0;
+    if (idle < max)
+        max = idle;
+    size_t asked = 0;
+    /* A worker's list starts with its most recently assigned tasks: the
+     * ones that would wait longest there before running. */
+    for (sched_worker_t *w = s->workers; w && asked < max; w = w->next) {
+        if (w->removing || w->inflight <= w->nthreads)
+            continue;
+        unsigned queued = w->inflight - w->nthreads, seen = 0;
+        for (sched_task_t *t = w->tasks; t && seen < queued && asked < max; t = t->wnext) {
+            seen++;
+            if (!s_stealable(s, t))
+                continue;
+            t->xflags |= XF_STEAL;
+            s->nstealing++;
+            s->st.steals++;
+            asked++;
+            s->ops.steal(s->ctx, w->user, t->id);
+        }
+    }
+    return asked;
+}
+
+int sched_steal_reply(sched_t *s, sched_worker_t *w, uint64_t id, int ok)
+{
+    sched_task_t *t = tmap_get(s->tasks, id);
+    if (!t || t->state != TS_PROCESSING || t->worker != w || !(t->xflags & XF_STEAL)) {
+        errno = ESRCH;
+        return -1;
+    }
+    t->xflags &= (uint8_t)~XF_STEAL;
+    s->nstealing--;
+    if (ok) {
+        s->st.stolen++;
+        s_transition(s, t, TS_READY, NULL);
+    }
+    return 0;
 }
 
 void sched_prefetch(const sched_t *s, uint64_t id)

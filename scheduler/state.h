@@ -65,6 +65,10 @@ typedef enum task_state {
 /* Placement gives a worker short tasks in runs of about this much work (see
  * sched_place); functions this long or longer go one task at a time. */
 #define SCHED_CHUNK_US 1000.0
+/* Resources and restrictions (sched_submit_t, sched_worker_set_resources). */
+#define SCHED_MAX_RESOURCES 64    /* per worker and per task */
+#define SCHED_MAX_RESNAME 64      /* bytes of a resource name */
+#define SCHED_MAX_RESTRICT 1024   /* worker names a task may be restricted to */
 /* Client ids occupy the top 24 bits of task ids. */
 #define SCHED_MAX_CLIENT_ID ((1ull << 24) - 1)
 
@@ -94,6 +98,9 @@ typedef struct sched_ops {
      * Either may be NULL. */
     void (*result_kept)(void *ctx, void *cuser, const sched_task_t *t, const char *worker);
     void (*wfree)(void *ctx, void *wuser, uint64_t id);
+    /* steal:   ask the worker to give queued task id back (STEAL; answered
+     *          with sched_steal_reply).  May be NULL: no stealing. */
+    void (*steal)(void *ctx, void *wuser, uint64_t id);
 } sched_ops_t;
 
 /* Create an empty scheduler state; `ops` is copied.  NULL + errno. */
@@ -143,6 +150,28 @@ const char *sched_worker_data(const sched_worker_t *w);
 /* Bytes of results it holds (the sum of their nbytes), and how many. */
 uint64_t sched_worker_stored(const sched_worker_t *w);
 size_t sched_worker_nheld(const sched_worker_t *w);
+/* A named amount (resources), and a name (restrictions); neither needs to
+ * be NUL-terminated. */
+typedef struct sched_resource {
+    const char *name;           /* 1..SCHED_MAX_RESNAME bytes */
+    size_t name_len;
+    double amount;              /* finite, >= 0 */
+} sched_resource_t;
+typedef struct sched_name {
+    const char *p;
+    size_t len;                 /* 1..SCHED_MAX_NAME */
+} sched_name_t;
+/*
+ * The resources w declared (HELLO "resources"; n <= SCHED_MAX_RESOURCES,
+ * names distinct).  Call it right after sched_worker_add, before any task
+ * is placed on w.  0 or -1 + errno (EINVAL for bad names or amounts, EBUSY
+ * when w already has tasks, ENOMEM).
+ */
+int sched_worker_set_resources(sched_t *s, sched_worker_t *w, const sched_resource_t *r,
+                               size_t n);
+/* How much of resource `name` w declared and how much its processing
+ * tasks use now (both 0 when it has none of it). */
+double sched_worker_resource(const sched_worker_t *w, const char *name, double *used);
 /* PAUSE from the worker: while paused it gets no new tasks (those it has
  * stay).  Call sched_place after. */
 void sched_worker_set_paused(sched_t *s, sched_worker_t *w, int paused);
@@ -165,6 +194,14 @@ typedef struct sched_submit {
     uint32_t retries;           /* <= SCHED_MAX_RETRIES */
     const char *name;           /* optional label, or NULL */
     size_t name_len;            /* <= SCHED_MAX_NAME */
+    /* Placement constraints (see sched_place), both optional: the task
+     * runs only on a worker that declared at least these amounts (which
+     * count as used there while it is processing), and only on workers
+     * with one of these names.  Copied. */
+    const sched_resource_t *res;
+    size_t nres;                /* <= SCHED_MAX_RESOURCES */
+    const sched_name_t *only;
+    size_t nonly;               /* <= SCHED_MAX_RESTRICT */
 } sched_submit_t;
 
 /*
@@ -243,8 +280,37 @@ int sched_cancel(sched_t *s, sched_client_t *c, uint64_t id);
 /* Assign ready tasks to workers with free capacity, highest priority first,
  * then oldest; spreads over workers round-robin, idle threads first.  Tasks
  * of a function measured to take less than SCHED_CHUNK_US go in runs of
- * about SCHED_CHUNK_US of work per worker and turn, instead of one. */
+ * about SCHED_CHUNK_US of work per worker and turn, instead of one.
+ *
+ * Tasks with resources or restrictions wait in a queue of their own per
+ * "kind" (the same requirements), first come first served within a kind,
+ * and go before unconstrained tasks: each goes to a worker with room whose
+ * name is allowed and whose free amounts cover the task's, idle workers
+ * first.  A kind that no connected worker could ever run stays ready (it
+ * waits for such a worker) and is logged once as a warning. */
 void sched_place(sched_t *s);
+
+/*
+ * Work stealing, for the periodic timer.  When the ready queue is empty and
+ * some workers have idle threads while others hold more assigned tasks than
+ * threads (tasks queued there, not started), ask those for some of their
+ * most recently assigned tasks back (steal callback): at most as many as
+ * the idle threads, as the victim has queued, and `max` in all.  Only tasks
+ * without constraints whose inputs are held by the scheduler or are cheap
+ * to move (kept input bytes at most SCHED_STEAL_BYTES, or moving them at
+ * SCHED_STEAL_BPS takes less than the function's average duration) are
+ * asked for.  Returns how many were asked for.  O(workers + max).
+ */
+#define SCHED_STEAL_BYTES (1u << 20)
+#define SCHED_STEAL_BPS 1e8
+size_t sched_steal(sched_t *s, size_t max);
+/*
+ * Worker w answered a STEAL for task id: ok (it was still queued and is
+ * given back: the task is ready again, to be placed elsewhere; call
+ * sched_place after) or not (it has started: it stays).  -1 (ESRCH) when
+ * no steal of that task from w is pending; 0 otherwise.
+ */
+int sched_steal_reply(sched_t *s, sched_worker_t *w, uint64_t id, int ok);
 
 /*
  * Hints for handlers of batches: start loading what a sched_* call for task
@@ -306,6 +372,8 @@ typedef struct sched_stats {
     uint64_t retried;      /* errors retried */
     uint64_t requeued;     /* put back in READY after a worker left */
     uint64_t stale;        /* TASK_DONE ignored */
+    uint64_t steals;       /* STEAL requests sent */
+    uint64_t stolen;       /* tasks given back by a STEAL */
 } sched_stats_t;
 void sched_get_stats(const sched_t *s, sched_stats_t *out);
 

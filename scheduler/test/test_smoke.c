@@ -632,6 +632,164 @@ START_TEST(test_dead_worker)
 }
 END_TEST
 
+/* SUBMIT options on the wire: restrictions and resources are honoured,
+ * bad ones refused item by item with a reason; a worker's HELLO
+ * "resources" is validated; STEAL_REPLY items for nothing are ignored. */
+START_TEST(test_submit_options)
+{
+    void *c = s_connect(), *w = s_connect(), *g = s_connect();
+    uint64_t cid = s_hello(c, "client", "cl");
+    s_hello(w, "worker", "plain");
+    /* A worker declaring a resource badly is refused... */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    s_pk(&sb, &pk);
+    msgpack_pack_map(&pk, 5);
+    mp_pack_cstr(&pk, "role");
+    mp_pack_cstr(&pk, "worker");
+    mp_pack_cstr(&pk, "name");
+    mp_pack_cstr(&pk, "gpu");
+    mp_pack_cstr(&pk, "proto");
+    msgpack_pack_int(&pk, PROTO_VERSION);
+    mp_pack_cstr(&pk, "nthreads");
+    msgpack_pack_int(&pk, 4);
+    mp_pack_cstr(&pk, "resources");
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "GPU");
+    mp_pack_cstr(&pk, "one");
+    s_send(g, MSG_HELLO, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    ck_assert_int_eq(s_expect_error(g), PERR_BAD_MESSAGE);
+    /* ...and registered when it declares it well. */
+    s_pk(&sb, &pk);
+    msgpack_pack_map(&pk, 5);
+    mp_pack_cstr(&pk, "role");
+    mp_pack_cstr(&pk, "worker");
+    mp_pack_cstr(&pk, "name");
+    mp_pack_cstr(&pk, "gpu");
+    mp_pack_cstr(&pk, "proto");
+    msgpack_pack_int(&pk, PROTO_VERSION);
+    mp_pack_cstr(&pk, "nthreads");
+    msgpack_pack_int(&pk, 4);
+    mp_pack_cstr(&pk, "resources");
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "GPU");
+    msgpack_pack_double(&pk, 1.0);
+    s_send(g, MSG_HELLO, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    s_expect(g, MSG_WELCOME, 5);
+
+    /* Three GPU=1 tasks, one restricted to "plain", two malformed. */
+    uint64_t id[6];
+    for (int i = 0; i < 6; i++)
+        id[i] = (cid << 40) | (uint64_t)(i + 1);
+    s_pk(&sb, &pk);
+    msgpack_pack_array(&pk, 6);
+    for (int i = 0; i < 6; i++) {
+        msgpack_pack_array(&pk, 8);
+        msgpack_pack_uint64(&pk, id[i]);
+        mp_pack_cstr(&pk, "f");
+        mp_pack_bin(&pk, "\x90", 1);
+        msgpack_pack_array(&pk, 0);
+        msgpack_pack_int(&pk, 0);
+        msgpack_pack_int(&pk, 0);
+        msgpack_pack_nil(&pk);
+        if (i < 3) {
+            msgpack_pack_map(&pk, 1);
+            mp_pack_cstr(&pk, "resources");
+            msgpack_pack_map(&pk, 1);
+            mp_pack_cstr(&pk, "GPU");
+            msgpack_pack_int(&pk, 1);
+        } else if (i == 3) {
+            msgpack_pack_map(&pk, 1);
+            mp_pack_cstr(&pk, "workers");
+            msgpack_pack_array(&pk, 1);
+            mp_pack_cstr(&pk, "plain");
+        } else if (i == 4) {
+            msgpack_pack_map(&pk, 1);
+            mp_pack_cstr(&pk, "colour");
+            msgpack_pack_int(&pk, 1);
+        } else {
+            msgpack_pack_map(&pk, 1);
+            mp_pack_cstr(&pk, "resources");
+            msgpack_pack_map(&pk, 1);
+            mp_pack_cstr(&pk, "GPU");
+            msgpack_pack_int(&pk, -1);
+        }
+    }
+    s_send(c, MSG_SUBMIT, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    s_expect_error(c); /* 2 of 6 malformed */
+
+    /* One GPU: the gpu worker gets exactly one task, "plain" its own. */
+    const msgpack_object *items, *it;
+    size_t n, k;
+    uint64_t got;
+    proto_msg_t *m = s_expect(g, MSG_COMPUTE, 5);
+    ck_assert_int_eq(mp_array(&m->body, &items, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(mp_array(&items[0], &it, &k), 0);
+    ck_assert_int_eq(mp_u64(&it[0], &got), 0);
+    ck_assert_uint_eq(got, id[0]);
+    m = s_expect(w, MSG_COMPUTE, 5);
+    ck_assert_int_eq(mp_array(&m->body, &items, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(mp_array(&items[0], &it, &k), 0);
+    ck_assert_int_eq(mp_u64(&it[0], &got), 0);
+    ck_assert_uint_eq(got, id[3]);
+    s_expect_nothing(g, 0.2);
+
+    /* The malformed ones got their reason. */
+    int seen = 0;
+    while (seen != 3) {
+        m = s_expect(c, MSG_RESULT, 5);
+        ck_assert_int_eq(mp_array(&m->body, &items, &n), 0);
+        for (size_t i = 0; i < n; i++) {
+            const char *t;
+            size_t tl;
+            ck_assert_int_eq(mp_array(&items[i], &it, &k), 0);
+            ck_assert_int_eq(mp_u64(&it[0], &got), 0);
+            ck_assert_int_eq(mp_str(&it[2], &t, &tl), 0);
+            char text[256];
+            snprintf(text, sizeof text, "%.*s", (int)tl, t);
+            if (got == id[4] && strstr(text, "unknown option"))
+                seen |= 1;
+            if (got == id[5] && strstr(text, "amounts"))
+                seen |= 2;
+        }
+    }
+    ck_assert_uint_eq(s_status(c, "ready", NULL, NULL), 2);
+
+    /* A STEAL_REPLY for nothing is ignored; the GPU task finishing frees
+     * the GPU for the next one. */
+    s_pk(&sb, &pk);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint64(&pk, id[0]);
+    msgpack_pack_true(&pk);
+    s_send(g, MSG_STEAL_REPLY, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    s_pk(&sb, &pk);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint64(&pk, id[0]);
+    msgpack_pack_int(&pk, 0);
+    mp_pack_bin(&pk, "\x01", 1);
+    msgpack_pack_uint64(&pk, 50);
+    s_send(g, MSG_TASK_DONE, &sb);
+    msgpack_sbuffer_destroy(&sb);
+    m = s_expect(g, MSG_COMPUTE, 5);
+    ck_assert_int_eq(mp_array(&m->body, &items, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(mp_array(&items[0], &it, &k), 0);
+    ck_assert_int_eq(mp_u64(&it[0], &got), 0);
+    ck_assert_uint_eq(got, id[1]);
+    zmq_close(c);
+    zmq_close(w);
+    zmq_close(g);
+}
+END_TEST
+
 /* A library upload is validated, stored, acknowledged and sent to every
  * worker, including ones that join later, before any task. */
 START_TEST(test_library)
@@ -791,6 +949,7 @@ Suite *smoke_suite(void)
     tcase_add_test(tc, test_garbage);
     tcase_add_test(tc, test_tasks_through_worker);
     tcase_add_test(tc, test_dead_worker);
+    tcase_add_test(tc, test_submit_options);
     tcase_add_test(tc, test_library);
     tcase_add_test(tc, test_sigterm);
     suite_add_tcase(s, tc);

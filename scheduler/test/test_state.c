@@ -15,7 +15,8 @@
 
 /* ---- a recorder for the callbacks ------------------------------------------------ */
 
-enum { EV_COMPUTE = 'C', EV_RESULT = 'R', EV_WCANCEL = 'X', EV_KEPT = 'K', EV_FREE = 'F' };
+enum { EV_COMPUTE = 'C', EV_RESULT = 'R', EV_WCANCEL = 'X', EV_KEPT = 'K', EV_FREE = 'F',
+       EV_STEAL = 'S' };
 
 typedef struct rec {
     int kind;
@@ -134,7 +135,16 @@ static void cb_wcancel(void *ctx, void *wuser, uint64_t id)
     e->id = id;
 }
 
-static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel, cb_result_kept, cb_wfree};
+static void cb_steal(void *ctx, void *wuser, uint64_t id)
+{
+    rec_t *e = s_add(ctx);
+    e->kind = EV_STEAL;
+    e->user = wuser;
+    e->id = id;
+}
+
+static const sched_ops_t ops = {cb_compute, cb_result, cb_wcancel, cb_result_kept, cb_wfree,
+                                cb_steal};
 
 /* Each test gets a fresh state, a recorder, one client. */
 static recorder_t R;
@@ -1263,6 +1273,299 @@ START_TEST(test_task_missing_and_pause)
 }
 END_TEST
 
+/* ---- resources and restrictions --------------------------------------------------- */
+
+static int submit_cons(uint64_t id, const char *res, double amount, const char *only, int prio)
+{
+    static const char args[] = "\x90";
+    sched_resource_t r = {res, res ? strlen(res) : 0, amount};
+    sched_name_t o = {only, only ? strlen(only) : 0};
+    sched_submit_t sub = {
+        .id = id, .func = "g", .func_len = 1, .args = args, .args_len = 1,
+        .priority = prio, .res = res ? &r : NULL, .nres = res ? 1 : 0,
+        .only = only ? &o : NULL, .nonly = only ? 1 : 0,
+    };
+    return sched_submit(S, C, &sub);
+}
+
+static size_t count_on(void *user)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < R.n; i++)
+        n += R.v[i].kind == EV_COMPUTE && R.v[i].user == user;
+    return n;
+}
+
+START_TEST(test_resources_never_oversubscribed)
+{
+    int u1, u2;
+    sched_worker_t *cpu = sched_worker_add(S, "cpu", 4, &u1);
+    sched_worker_t *gpu = sched_worker_add(S, "gpu", 4, &u2);
+    sched_resource_t g = {"GPU", 3, 2.0};
+    ck_assert_int_eq(sched_worker_set_resources(S, gpu, &g, 1), 0);
+    /* Bad declarations are refused. */
+    sched_resource_t bad = {"GPU", 3, -1.0};
+    ck_assert_int_eq(sched_worker_set_resources(S, cpu, &bad, 1), -1);
+    sched_resource_t dup[2] = {{"A", 1, 1}, {"A", 1, 2}};
+    ck_assert_int_eq(sched_worker_set_resources(S, cpu, dup, 2), -1);
+
+    for (int i = 1; i <= 6; i++)
+        ck_assert_int_eq(submit_cons(TID(i), "GPU", 1.0, NULL, 0), 0);
+    for (int i = 7; i <= 8; i++)
+        ck_assert_int_eq(submit(TID(i), 0), 0);
+    sched_place(S);
+    /* Two GPUs: two GPU tasks at a time however many threads and however
+     * much prefetch; none on the worker without GPUs. */
+    ck_assert_uint_eq(count_on(&u2) - (find(EV_COMPUTE, TID(7)) && find(EV_COMPUTE, TID(7))->user == &u2) -
+                          (find(EV_COMPUTE, TID(8)) && find(EV_COMPUTE, TID(8))->user == &u2),
+                      2);
+    double used;
+    ck_assert(sched_worker_resource(gpu, "GPU", &used) == 2.0);
+    ck_assert(used == 2.0);
+    for (int i = 1; i <= 6; i++) {
+        rec_t *e = find(EV_COMPUTE, TID(i));
+        if (e)
+            ck_assert_ptr_eq(e->user, &u2);
+    }
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, TID(7)));
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, TID(8)));
+    /* Waiting GPU tasks count as ready. */
+    ck_assert_uint_eq(sched_count(S, TS_READY), 4);
+
+    /* Each completion frees one GPU: one more task; in submission order. */
+    size_t ran = 0;
+    uint64_t next = 1;
+    while (ran < 6) {
+        rec_t *e = NULL;
+        for (; next <= 6 && !(e = find(EV_COMPUTE, TID(next))); next++)
+            ;
+        ck_assert_ptr_nonnull(e);
+        uint64_t id = e->id;
+        next++;
+        done_ok(gpu, id, "r");
+        ran++;
+        sched_place(S);
+        sched_worker_resource(gpu, "GPU", &used);
+        ck_assert(used <= 2.0);
+        ck_assert_uint_le(sched_worker_running(gpu), 4);
+    }
+    sched_worker_resource(gpu, "GPU", &used);
+    ck_assert(used == 0.0);
+    ck_assert_uint_eq(count_on(&u1) <= 2, 1);
+    (void)cpu;
+}
+END_TEST
+
+START_TEST(test_resources_returned)
+{
+    int u1, u2;
+    sched_worker_t *a = sched_worker_add(S, "a", 2, &u1);
+    sched_resource_t g = {"GPU", 3, 1.0};
+    ck_assert_int_eq(sched_worker_set_resources(S, a, &g, 1), 0);
+    ck_assert_int_eq(submit_cons(TID(1), "GPU", 1.0, NULL, 0), 0);
+    ck_assert_int_eq(submit_cons(TID(2), "GPU", 1.0, NULL, 0), 0);
+    sched_place(S);
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, TID(1)));
+    ck_assert_ptr_null(find(EV_COMPUTE, TID(2)));
+    double used;
+    /* Cancel returns it. */
+    ck_assert_int_eq(sched_cancel(S, C, TID(1)), 0);
+    sched_worker_resource(a, "GPU", &used);
+    ck_assert(used == 0.0);
+    sched_place(S);
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, TID(2)));
+    /* An error returns it, and the next task gets it. */
+    ck_assert_int_eq(submit_cons(TID(3), "GPU", 1.0, NULL, 0), 0);
+    sched_place(S);
+    ck_assert_ptr_null(find(EV_COMPUTE, TID(3)));
+    done_err(a, TID(2), "boom");
+    sched_worker_resource(a, "GPU", &used);
+    ck_assert(used == 0.0);
+    sched_place(S);
+    ck_assert_ptr_nonnull(find(EV_COMPUTE, TID(3)));
+    /* Worker loss: the task goes back and waits for another GPU worker. */
+    clear();
+    sched_worker_remove(S, a, 1);
+    ck_assert_int_eq(sched_state_of(S, TID(3)), TS_READY);
+    sched_worker_t *b = sched_worker_add(S, "b", 1, &u2);
+    sched_place(S);
+    ck_assert_ptr_null(find(EV_COMPUTE, TID(3))); /* b has no GPU */
+    ck_assert_uint_eq(sched_count(S, TS_READY), 1);
+    sched_worker_t *c = sched_worker_add(S, "c", 1, &u1);
+    ck_assert_int_eq(sched_worker_set_resources(S, c, &g, 1), 0);
+    sched_place(S);
+    ck_assert_ptr_eq(find(EV_COMPUTE, TID(3))->user, &u1);
+    sched_worker_resource(c, "GPU", &used);
+    ck_assert(used == 1.0);
+    done_ok(c, TID(3), "x");
+    sched_worker_resource(c, "GPU", &used);
+    ck_assert(used == 0.0);
+    (void)b;
+}
+END_TEST
+
+START_TEST(test_restrictions)
+{
+    int u1, u2, u3;
+    sched_worker_t *w1 = sched_worker_add(S, "w1", 2, &u1);
+    sched_worker_t *w2 = sched_worker_add(S, "w2", 2, &u2);
+    for (int i = 1; i <= 6; i++)
+        ck_assert_int_eq(submit_cons(TID(i), NULL, 0, "w2", 0), 0);
+    /* Restricted to a worker that is not there: it waits. */
+    ck_assert_int_eq(submit_cons(TID(7), NULL, 0, "w3", 0), 0);
+    for (int round = 0; round < 10 && sched_count(S, TS_MEMORY) < 6; round++) {
+        sched_place(S);
+        for (int i = 1; i <= 6; i++)
+            if (sched_state_of(S, TID(i)) == TS_PROCESSING)
+                done_ok(w2, TID(i), "r");
+    }
+    ck_assert_uint_eq(sched_count(S, TS_MEMORY), 6);
+    ck_assert_uint_eq(count_on(&u1), 0);
+    ck_assert_uint_eq(count_on(&u2), 6);
+    ck_assert_int_eq(sched_state_of(S, TID(7)), TS_READY);
+    /* Unconstrained tasks still go everywhere meanwhile. */
+    ck_assert_int_eq(submit(TID(8), 0), 0);
+    sched_place(S);
+    ck_assert_int_eq(sched_state_of(S, TID(8)), TS_PROCESSING);
+    sched_worker_t *w3 = sched_worker_add(S, "w3", 1, &u3);
+    sched_place(S);
+    ck_assert_ptr_eq(find(EV_COMPUTE, TID(7))->user, &u3);
+    /* Bad constraints are refused with a reason. */
+    ck_assert_int_eq(submit_cons(TID(9), "GPU", -2, NULL, 0), -1);
+    ck_assert_ptr_nonnull(strstr(find(EV_RESULT, TID(9))->text, "amount"));
+    ck_assert_int_eq(submit_cons(TID(10), "", 1, NULL, 0), -1);
+    static const char args[] = "\x90";
+    sched_resource_t twice[2] = {{"GPU", 3, 1}, {"GPU", 3, 1}};
+    sched_submit_t sub = {.id = TID(11), .func = "g", .func_len = 1, .args = args,
+                          .args_len = 1, .res = twice, .nres = 2};
+    ck_assert_int_eq(sched_submit(S, C, &sub), -1);
+    ck_assert_ptr_nonnull(strstr(find(EV_RESULT, TID(11))->text, "twice"));
+    ck_assert_int_eq(sched_state_of(S, TID(11)), TS_FORGOTTEN);
+    (void)w1;
+    (void)w3;
+}
+END_TEST
+
+START_TEST(test_resources_kinds_and_release)
+{
+    int u1;
+    sched_worker_t *w = sched_worker_add(S, "w", 4, &u1);
+    sched_resource_t r[2] = {{"GPU", 3, 1.0}, {"MEM", 3, 10.0}};
+    ck_assert_int_eq(sched_worker_set_resources(S, w, r, 2), 0);
+    /* MEM=6 twice does not fit in 10: one at a time; GPU=1 runs next to
+     * one of them; fractions add up exactly to the total. */
+    ck_assert_int_eq(submit_cons(TID(1), "MEM", 6, NULL, 0), 0);
+    ck_assert_int_eq(submit_cons(TID(2), "MEM", 6, NULL, 0), 0);
+    ck_assert_int_eq(submit_cons(TID(3), "GPU", 0.5, NULL, 0), 0);
+    ck_assert_int_eq(submit_cons(TID(4), "GPU", 0.5, NULL, 0), 0);
+    ck_assert_int_eq(submit_cons(TID(5), "GPU", 0.5, NULL, 0), 0);
+    /* Higher priority goes first within a kind. */
+    ck_assert_int_eq(submit_cons(TID(6), "MEM", 6, NULL, 5), 0);
+    sched_place(S);
+    ck_assert_int_eq(sched_state_of(S, TID(6)), TS_PROCESSING);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_READY);
+    ck_assert_int_eq(sched_state_of(S, TID(3)), TS_PROCESSING);
+    ck_assert_int_eq(sched_state_of(S, TID(4)), TS_PROCESSING);
+    ck_assert_int_eq(sched_state_of(S, TID(5)), TS_READY);
+    /* Releasing waiting tasks frees them and their kinds cleanly. */
+    ck_assert_int_eq(sched_release(S, C, TID(1)), 0);
+    ck_assert_int_eq(sched_release(S, C, TID(5)), 0);
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_FORGOTTEN);
+    done_ok(w, TID(6), "r");
+    sched_place(S);
+    ck_assert_int_eq(sched_state_of(S, TID(2)), TS_PROCESSING);
+    double used;
+    sched_worker_resource(w, "MEM", &used);
+    ck_assert(used == 6.0);
+    sched_worker_resource(w, "GPU", &used);
+    ck_assert(used == 1.0);
+}
+END_TEST
+
+START_TEST(test_work_stealing)
+{
+    int u1, u2;
+    /* One worker of 2 threads, no duration known: 4 in flight, 2 queued. */
+    sched_worker_t *w1 = sched_worker_add(S, "w1", 2, &u1);
+    for (int i = 1; i <= 4; i++)
+        ck_assert_int_eq(submit(TID(i), 0), 0);
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_running(w1), 4);
+    /* Nobody idle: nothing to do. */
+    ck_assert_uint_eq(sched_steal(S, 64), 0);
+    sched_worker_t *w2 = sched_worker_add(S, "w2", 1, &u2);
+    sched_place(S);
+    clear();
+    /* w2 has one idle thread: one task asked for, the most recent one. */
+    ck_assert_uint_eq(sched_steal(S, 64), 1);
+    ck_assert_uint_eq(count_kind(EV_STEAL), 1);
+    rec_t *st = find(EV_STEAL, TID(4));
+    ck_assert_ptr_nonnull(st);
+    ck_assert_ptr_eq(st->user, &u1);
+    /* Not asked twice while the answer is pending. */
+    ck_assert_uint_eq(sched_steal(S, 64), 0);
+    /* A reply from the wrong worker or for another task is ignored. */
+    ck_assert_int_eq(sched_steal_reply(S, w2, TID(4), 1), -1);
+    ck_assert_int_eq(sched_steal_reply(S, w1, TID(3), 1), -1);
+    /* Given back: ready again, placed on the idle worker. */
+    ck_assert_int_eq(sched_steal_reply(S, w1, TID(4), 1), 0);
+    ck_assert_int_eq(sched_state_of(S, TID(4)), TS_READY);
+    ck_assert_uint_eq(sched_worker_running(w1), 3);
+    sched_place(S);
+    ck_assert_ptr_eq(find(EV_COMPUTE, TID(4))->user, &u2);
+    /* A late TASK_DONE from the victim is stale. */
+    ck_assert_int_eq(sched_task_done(S, w1, TID(4), TASK_OK, "x", 1, 10), -1);
+    done_ok(w2, TID(4), "r");
+    ck_assert_int_eq(sched_state_of(S, TID(4)), TS_MEMORY);
+
+    /* Refused (it had started): it stays where it is. */
+    sched_place(S);
+    clear();
+    ck_assert_uint_eq(sched_steal(S, 1), 1);
+    uint64_t id = R.v[0].id;
+    ck_assert_int_eq(sched_steal_reply(S, w1, id, 0), 0);
+    ck_assert_int_eq(sched_state_of(S, id), TS_PROCESSING);
+    ck_assert_ptr_null(find(EV_COMPUTE, id));
+    /* Finished while a steal is pending: the late reply finds nothing. */
+    clear();
+    ck_assert_uint_eq(sched_steal(S, 1), 1);
+    id = R.v[0].id;
+    done_ok(w1, id, "r");
+    ck_assert_int_eq(sched_steal_reply(S, w1, id, 1), -1);
+    ck_assert_int_eq(sched_state_of(S, id), TS_MEMORY);
+    sched_stats_t stats;
+    sched_get_stats(S, &stats);
+    ck_assert_uint_eq(stats.steals, 3);
+    ck_assert_uint_eq(stats.stolen, 1);
+}
+END_TEST
+
+START_TEST(test_steal_skips_big_inputs_and_constraints)
+{
+    data_workers(1);
+    /* A 100 MB input kept on w1 and a function never measured: moving it
+     * is not worth it. */
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    sched_place(S);
+    finish_kept(TID(1), 100000000);
+    uint64_t a = TID(1);
+    for (int i = 2; i <= 5; i++)
+        ck_assert_int_eq(submit_full(TID(i), "big", &a, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_running(DW1), 4);
+    /* A constrained task is not stolen either. */
+    ck_assert_int_eq(submit_cons(TID(6), NULL, 0, "w1", 0), 0);
+    sched_place(S);
+    ck_assert_uint_eq(sched_worker_running(DW1), 5);
+    int u2;
+    sched_worker_t *w2 = sched_worker_add(S, "idle", 4, &u2);
+    sched_place(S);
+    clear();
+    ck_assert_uint_eq(sched_steal(S, 64), 0);
+    (void)w2;
+}
+END_TEST
+
 START_TEST(test_refetch)
 {
     data_workers(1);
@@ -1333,6 +1636,12 @@ Suite *state_suite(void)
     tcase_add_test(tc, test_scatter_lost_fails);
     tcase_add_test(tc, test_task_missing_and_pause);
     tcase_add_test(tc, test_refetch);
+    tcase_add_test(tc, test_resources_never_oversubscribed);
+    tcase_add_test(tc, test_work_stealing);
+    tcase_add_test(tc, test_steal_skips_big_inputs_and_constraints);
+    tcase_add_test(tc, test_resources_returned);
+    tcase_add_test(tc, test_restrictions);
+    tcase_add_test(tc, test_resources_kinds_and_release);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -14,6 +14,9 @@
  *   checksum(bin)       64-bit FNV-1a of the bytes (bin or str), unsigned
  *   length(bin)         number of bytes (bin or str), without reading them
  *   crash()             abort(): kills the worker running it
+ *   window(secs)        sleeps secs (cancellable), then [start_ns, end_ns, pid]:
+ *                       CLOCK_MONOTONIC times, comparable across processes of
+ *                       one machine (tests of resources check for overlaps)
  *
  * Integer arithmetic that overflows int64 is an error, not undefined
  * behaviour.
@@ -21,6 +24,7 @@
 #include <shoal_task.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static int inc(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
 {
@@ -181,7 +185,33 @@ static int crash(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_pack
     abort();
 }
 
+static int window(shoal_task_ctx_t *ctx, const msgpack_object *args, msgpack_packer *out)
+{
+    double secs = 0;
+    struct timespec t0, t;
+    if (shoal_arg_f64(ctx, args, 0, &secs) < 0)
+        return -1;
+    if (!(secs >= 0 && secs <= 3600))
+        return shoal_task_error(ctx, "window: seconds must be in [0, 3600]");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (shoal_task_cancelled(ctx))
+            return shoal_task_error(ctx, "cancelled");
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        double done = (double)(t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) * 1e-9;
+        if (done >= secs)
+            break;
+        double left = secs - done;
+        struct timespec slice = {0, left < 0.01 ? (long)(left * 1e9) : 10000000L};
+        nanosleep(&slice, NULL);
+    }
+    msgpack_pack_array(out, 3);
+    msgpack_pack_int64(out, (int64_t)t0.tv_sec * 1000000000 + t0.tv_nsec);
+    msgpack_pack_int64(out, (int64_t)t.tv_sec * 1000000000 + t.tv_nsec);
+    return msgpack_pack_int64(out, (int64_t)getpid());
+}
+
 SHOAL_TASKS({"inc", inc}, {"add", add}, {"mul", mul}, {"neg", neg}, {"fail", fail},
             {"slow_inc", slow_inc}, {"echo", echo}, {"identity", echo},
             {"sum_list", sum_list}, {"bytes", bytes}, {"checksum", checksum},
-            {"length", length}, {"crash", crash});
+            {"length", length}, {"crash", crash}, {"window", window});
