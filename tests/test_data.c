@@ -3,13 +3,17 @@
  * clusters: results over 64 KiB stay on the worker that made them, move
  * worker to worker for dependents, come to the client straight from a
  * holder, are computed again when their holder is killed, and scattered
- * data is usable as task arguments.
+ * data is usable as task arguments; a worker over its memory limit spills
+ * results to its local directory and reads them back when they are needed.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "e2e.h"
 
@@ -191,6 +195,107 @@ START_TEST(test_scatter_and_broadcast)
 }
 END_TEST
 
+/* Regular files in the directories dir/spill-*: the spill files of the
+ * workers whose --local-directory is dir.  -1 if dir cannot be read. */
+static int s_count_spill_files(const char *dir)
+{
+    DIR *d = opendir(dir), *sd;
+    struct dirent *e, *se;
+    char path[PATH_MAX + 256];
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "spill-", 6) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (!(sd = opendir(path)))
+            continue;
+        while ((se = readdir(sd)))
+            if (se->d_type == DT_REG)
+                n++;
+        closedir(sd);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Poll until there are at least `n` spill files (exactly `n` if `exact`);
+ * returns the last count seen. */
+static int s_wait_spill_files(const char *dir, int n, int exact, double timeout)
+{
+    double t0 = e2e_now();
+    int k;
+
+    for (;;) {
+        k = s_count_spill_files(dir);
+        if ((exact ? k == n : k >= n) || e2e_now() - t0 > timeout)
+            return k;
+        e2e_sleep(0.02);
+    }
+}
+
+START_TEST(test_spill_and_read_back)
+{
+    /* Limit 200 MB: results over 60% (120 MB) in memory are spilled, the
+     * worker pauses over 80% (160 MB) RSS.  14 results of 10 MB are 140 MB:
+     * three go to disk, which leaves ~110 MB in memory plus one result being
+     * made or read back - well below the pause threshold. */
+    enum { N = 14, SZ = 10 * 1000 * 1000 };
+    char dir[PATH_MAX], args[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/local-XXXXXX", cluster_tmpbase());
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_msg(!strchr(dir, ' '), "the worker arguments are split on spaces: %s", dir);
+    snprintf(args, sizeof args, "--memory-limit 200MB --local-directory %s", dir);
+    cluster_t *cl = CLUSTER(.nworkers = 1, .nthreads = 1, .worker_args = args);
+    shoal_client_t *c = cl->client;
+    shoal_future_t *f[N], *s[N];
+
+    for (int k = 0; k < N; k++)
+        f[k] = SUB_I(c, "bytes", NULL, SZ);
+    for (int k = 0; k < N; k++)
+        ck_assert_int_eq(e2e_wait_done(f[k], E2E_WAIT), 0);
+    /* Held by the futures: some of them are on disk now. */
+    int nspill = s_wait_spill_files(dir, 3, 0, 5.0);
+    ck_assert_msg(nspill >= 3 && nspill < N, "%d spill files in %s/spill-*/", nspill, dir);
+
+    /* Dependents read spilled inputs back from disk. */
+    for (int k = 0; k < N; k++)
+        s[k] = SUB_F(c, "checksum", NULL, f[k]);
+    for (int k = 0; k < N; k++)
+        ck_assert_uint_eq(s_u64(s[k]), s_pattern_sum(SZ));
+    /* Each result itself comes from the worker's data endpoint, spilled ones
+     * read back for it (and others spilled to make room). */
+    for (int k = 0; k < N; k++) {
+        const void *data;
+        size_t len;
+        shoal_error_t err;
+        ck_assert_msg(shoal_result(f[k], E2E_WAIT, &data, &len, &err) == 0, "result %d: %s",
+                      k, err.msg);
+        s_check_bytes(f[k], SZ);
+    }
+    shoal_status_info_t st;
+    STATUS(c, &st);
+    ck_assert_int_eq(st.nworkers, 1);
+    ck_assert_int_eq(st.workers[0].paused, 0);
+    shoal_status_free(&st);
+    ck_assert_int_ge(s_count_spill_files(dir), 1);
+
+    for (int k = 0; k < N; k++) {
+        shoal_release(s[k]);
+        shoal_release(f[k]);
+    }
+    ck_assert_uint_eq(e2e_wait_total(c, 0, 10.0), 0);
+    /* Freed on the worker: its spill files go with the results. */
+    nspill = s_wait_spill_files(dir, 0, 1, 5.0);
+    ck_assert_msg(nspill == 0, "%d spill files left in %s/spill-*/", nspill, dir);
+    cluster_stop(cl);
+    /* The worker removes its spill directory when it exits. */
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 static Suite *s_suite(void)
 {
     Suite *s = suite_create("e2e_data");
@@ -199,6 +304,7 @@ static Suite *s_suite(void)
     e2e_add(tc, test_holder_killed_recomputed);
     e2e_add(tc, test_gather_large);
     e2e_add(tc, test_scatter_and_broadcast);
+    e2e_add(tc, test_spill_and_read_back);
     suite_add_tcase(s, tc);
     return s;
 }
