@@ -29,6 +29,8 @@
 /* Initial capacity of the result buffer.  Results stay in a worker's memory,
  * so a nil result must not pin msgpack's default 8 KiB. */
 #define S_RESULT_INIT 128
+/* Slots of the per-thread table of last result sizes (a power of two). */
+#define S_HINT_SLOTS 64
 
 typedef enum s_walk_err {
     S_OK = 0,
@@ -408,6 +410,24 @@ static int s_resolve_refs(msgpack_zone *zone, msgpack_object *args,
 
 /* --- Running --------------------------------------------------------------- */
 
+/* The size of each function's last result, per thread (direct-mapped on the
+ * function's address; a collision just costs a guess).  A function tends to
+ * make results of one size: a buffer of that size from the start saves the
+ * doubling reallocs from S_RESULT_INIT, which for a large result copy it
+ * about once over and touch twice the memory. */
+typedef struct s_hint {
+    shoal_task_fn fn;
+    size_t size;
+} s_hint_t;
+
+static __thread s_hint_t s_hints[S_HINT_SLOTS];
+
+static s_hint_t *s_hint_slot(shoal_task_fn fn)
+{
+    uintptr_t a = (uintptr_t)fn;
+    return &s_hints[(a ^ (a >> 6) ^ (a >> 12)) & (S_HINT_SLOTS - 1)];
+}
+
 /* Check what the function packed: exactly one complete object.  0 or -1. */
 static int s_check_result(const msgpack_sbuffer *sb, char *err, size_t errcap)
 {
@@ -477,12 +497,17 @@ int exec_task(shoal_task_fn fn, uint64_t id, const char *worker,
         s_resolve_refs(&zone, &obj, deps, ndeps, r->err, sizeof r->err) < 0)
         goto error;
 
-    sb.data = malloc(S_RESULT_INIT);
-    if (!sb.data) {
+    s_hint_t *hint = s_hint_slot(fn);
+    sb.alloc = S_RESULT_INIT;
+    if (hint->fn == fn && hint->size > S_RESULT_INIT) {
+        /* Too large to have now is no error: start small as usual then. */
+        if ((sb.data = malloc(hint->size)))
+            sb.alloc = hint->size;
+    }
+    if (!sb.data && !(sb.data = malloc(S_RESULT_INIT))) {
         snprintf(r->err, sizeof r->err, "out of memory");
         goto error;
     }
-    sb.alloc = S_RESULT_INIT;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 
     shoal_task_ctx_t ctx = {
@@ -502,6 +527,8 @@ int exec_task(shoal_task_fn fn, uint64_t id, const char *worker,
     }
     if (s_check_result(&sb, r->err, sizeof r->err) < 0)
         goto error;
+    hint->fn = fn;
+    hint->size = sb.size;
 
     /* Hand the buffer over; give back what the doubling left unused when
      * that is worth a realloc (results may be kept for a long time). */

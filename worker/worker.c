@@ -72,10 +72,15 @@
 #define FNAME_SHOW 200
 /* Bound on the holders listed for one dependency in COMPUTE. */
 #define MAX_HOLDERS_LISTED 1024
-/* Allocations from this size up get their own mapping (see worker_run). */
-#define WORKER_MMAP_THRESHOLD (1 << 20)
-/* Free heap kept at the top before it is given back. */
-#define WORKER_TRIM_THRESHOLD (8 << 20)
+/* Allocations from the mmap threshold up get their own mapping, and freed
+ * heap above the trim threshold (twice it) is given back (see s_malloc_tune):
+ * the threshold is a 32nd of the memory limit, within these bounds.  The
+ * upper one is glibc's largest (half a thread arena's 64 MiB heap). */
+#define WORKER_MMAP_MIN (1u << 20)
+#define WORKER_MMAP_MAX (32u << 20)
+#define WORKER_MMAP_SHARE 32
+/* Least time between two malloc_trim calls made to avoid a pause. */
+#define TRIM_INTERVAL 0.1
 
 typedef enum {
     STOP_NONE = 0,
@@ -135,6 +140,7 @@ typedef struct worker {
     long page_size;
     int mem_dirty;               /* something was stored: check before sleeping */
     int paused;                  /* PAUSE {"paused": true} was sent */
+    double last_trim;            /* ev_now of the last malloc_trim before pausing */
     char spill_dir[PATH_MAX];
 } worker_t;
 
@@ -385,6 +391,18 @@ static void s_check_memory(worker_t *w)
     rss = s_rss(w);
     if (rss == 0)
         return;
+    if (!w->paused && (double)rss > WORKER_PAUSE_FRACTION * (double)limit) {
+        /* Freed results stay on the heap for reuse (s_malloc_tune) and count
+         * in the RSS: give them back first, and pause only on memory that is
+         * really in use.  A trim brought it below the threshold moments ago:
+         * leave the decision to a later check (the tick, at the latest)
+         * rather than trim on every check while hovering there. */
+        if (ev_now(w->loop) - w->last_trim < TRIM_INTERVAL)
+            return;
+        w->last_trim = ev_now(w->loop);
+        malloc_trim(0);
+        rss = s_rss(w);
+    }
     if (!w->paused && (double)rss > WORKER_PAUSE_FRACTION * (double)limit) {
         store_stats_t st;
         store_stats(w->store, &st);
@@ -1408,6 +1426,31 @@ static void s_data_plane_stop(worker_t *w)
     w->statm_fd = -1;
 }
 
+/* Large buffers (results, fetched inputs, read-back spills) come and go,
+ * often one of the same size after another.  In a mapping of its own each
+ * is page-faulted in when filled and unmapped when freed: most of the time
+ * of a task that makes an 8 MB result goes there.  So they come from the heap
+ * (each executor thread has its own arena) up to a fixed mmap threshold and
+ * a freed one is reused by the next; the trim threshold, twice that, keeps
+ * the arenas from giving a freed result back (madvise) right away.
+ *
+ * The freed memory kept counts in the RSS that pausing is decided on, so the
+ * threshold is a small share of the memory limit (a few arenas' worth stays
+ * well below the 20% between spilling and pausing), and s_check_memory
+ * trims the heap before it pauses.  Fixed values also stop glibc's sliding
+ * threshold, which would move it up to any size once freed. */
+static void s_malloc_tune(uint64_t memory_limit)
+{
+    uint64_t mm = memory_limit ? memory_limit / WORKER_MMAP_SHARE : WORKER_MMAP_MAX;
+
+    if (mm < WORKER_MMAP_MIN)
+        mm = WORKER_MMAP_MIN;
+    if (mm > WORKER_MMAP_MAX)
+        mm = WORKER_MMAP_MAX;
+    mallopt(M_MMAP_THRESHOLD, (int)mm);
+    mallopt(M_TRIM_THRESHOLD, (int)(2 * mm));
+}
+
 int worker_run(const worker_config_t *cfg)
 {
     worker_t ws, *w = &ws;
@@ -1418,15 +1461,7 @@ int worker_run(const worker_config_t *cfg)
     w->cfg = cfg;
     w->statm_fd = -1;
     proto_batch_init(&w->done, MSG_TASK_DONE);
-    /* Large buffers (results, fetched inputs, read-back spills) come and go:
-     * a fixed threshold keeps each of them in its own mapping, which goes
-     * back to the system when freed.  (glibc's sliding threshold would put
-     * them on the heap after the first free, where freed memory stays in
-     * the RSS the memory limit is checked against.)  Fixing it also fixes
-     * the trim threshold at its 128 KiB default, which would hand heap back
-     * (madvise) after nearly every TASK_DONE batch: raise that too. */
-    mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD);
-    mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD);
+    s_malloc_tune(cfg->memory_limit);
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = s_sigpipe;
