@@ -434,13 +434,14 @@ static int s_make_keys(void)
  * (ip execs sshd in place: the pid is sshd's). */
 static pid_t s_start_sshd(int k)
 {
-    char conf[PATH_MAX + 32], log[PATH_MAX + 32], text[4096];
+    /* Three copies of the directory path go into the config. */
+    char conf[PATH_MAX + 32], log[PATH_MAX + 32], text[3 * PATH_MAX + 512];
     pid_t parent = getpid(), pid;
-    int fd;
+    int fd, n;
 
     snprintf(conf, sizeof conf, "%s/sshd_config.%d", s_net.dir, k);
     snprintf(log, sizeof log, "%s/sshd.%d.log", s_net.dir, k);
-    snprintf(text, sizeof text,
+    n = snprintf(text, sizeof text,
              "Port %d\n"
              "ListenAddress %s\n"
              "HostKey %s/host_key\n"
@@ -455,7 +456,7 @@ static pid_t s_start_sshd(int k)
              "PidFile %s/sshd.%d.pid\n"
              "MaxStartups 50\n",
              s_net.ssh_port, s_net.addr[k], s_net.dir, s_net.dir, s_net.dir, k);
-    if (s_write_file(conf, text) < 0) {
+    if (n < 0 || (size_t)n >= sizeof text || s_write_file(conf, text) < 0) {
         s_fail_setup("cannot write %s", conf);
         return -1;
     }
