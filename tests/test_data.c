@@ -109,6 +109,7 @@ START_TEST(test_deps_across_workers)
         e2e_sleep(0.05);
     }
     ck_assert_uint_eq(stored, 0);
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -129,6 +130,7 @@ START_TEST(test_holder_killed_recomputed)
     s_check_bytes(a, 400000);
     shoal_release(s);
     shoal_release(a);
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -147,6 +149,7 @@ START_TEST(test_gather_large)
         s_check_bytes(f[k], 100000 + 1000 * (size_t)k);
         shoal_release(f[k]);
     }
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -192,6 +195,7 @@ START_TEST(test_scatter_and_broadcast)
         shoal_release(f[k]);
     shoal_release(g[0]);
     ck_assert_uint_eq(e2e_wait_total(c, 0, 10.0), 0);
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -238,6 +242,13 @@ static int s_wait_spill_files(const char *dir, int n, int exact, double timeout)
 
 START_TEST(test_spill_and_read_back)
 {
+#ifdef __SANITIZE_ADDRESS__
+    /* The worker's pause and spill decisions read its RSS, and AddressSanitizer
+     * keeps freed memory resident (quarantine) and adds shadow memory, so RSS
+     * no longer tracks what the worker holds: the test would measure ASan. */
+    fprintf(stderr, "%s: skipped under AddressSanitizer (RSS-based)\n", __func__);
+    return;
+#endif
     /* Limit 200 MB: results over 60% (120 MB) in memory are spilled, the
      * worker pauses over 80% (160 MB) RSS.  14 results of 10 MB are 140 MB:
      * three go to disk, which leaves ~110 MB in memory plus one result being

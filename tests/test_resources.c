@@ -102,6 +102,7 @@ START_TEST(test_gpu_never_oversubscribed)
         shoal_release(u[i]);
     }
     ck_assert_uint_eq(e2e_wait_total(c, 0, 10.0), 0);
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -128,6 +129,7 @@ START_TEST(test_two_gpus_two_at_a_time)
     ck_assert_int_le(most, 2);
     for (int i = 0; i < N; i++)
         shoal_release(f[i]);
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -155,6 +157,7 @@ START_TEST(test_restricted_to_worker)
     ck_assert_str_eq(shoal_future_worker(b), cl->worker_name[1]);
     shoal_release(a);
     shoal_release(b);
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -187,6 +190,7 @@ START_TEST(test_unsatisfiable_waits)
     shoal_release(g);
     shoal_release(h);
     ck_assert_uint_eq(e2e_wait_total(c, 0, 10.0), 0);
+    cluster_stop(cl);
 }
 END_TEST
 
@@ -216,6 +220,7 @@ START_TEST(test_steal_to_idle_worker)
     ck_assert_str_eq(shoal_future_worker(b), cl->worker_name[wi]);
     shoal_release(a);
     shoal_release(b);
+    cluster_stop(cl);
 }
 END_TEST
 

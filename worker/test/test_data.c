@@ -1072,6 +1072,13 @@ END_TEST
  */
 START_TEST(data_pause)
 {
+#ifdef __SANITIZE_ADDRESS__
+    /* The worker's pause and spill decisions read its RSS, and AddressSanitizer
+     * keeps freed memory resident (quarantine) and adds shadow memory, so RSS
+     * no longer tracks what the worker holds: the test would measure ASan. */
+    fprintf(stderr, "%s: skipped under AddressSanitizer (RSS-based)\n", __func__);
+    return;
+#endif
     const size_t big = 48u << 20;
     fake_t f;
     peer_t a;
