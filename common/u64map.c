@@ -201,3 +201,15 @@ int u64map_next(const u64map_t *m, size_t *pos, uint64_t *key, void **value)
     *pos = m->cap;
     return 0;
 }
+
+void u64map_destroy_each(u64map_t *m, void (*free_value)(void *value))
+{
+    size_t pos = 0;
+    uint64_t key;
+    void *val;
+    if (!m)
+        return;
+    while (u64map_next(m, &pos, &key, &val))
+        free_value(val);
+    u64map_destroy(m);
+}

@@ -13,6 +13,8 @@ typedef struct u64map u64map_t;
 
 u64map_t *u64map_create(size_t initial_capacity);
 void u64map_destroy(u64map_t *m);               /* accepts NULL; values not freed */
+/* Call free_value on every value, then destroy the map.  Accepts NULL. */
+void u64map_destroy_each(u64map_t *m, void (*free_value)(void *value));
 /* Insert or replace.  0 on success, -1 (ENOMEM) on failure, EINVAL for key 0. */
 int u64map_put(u64map_t *m, uint64_t key, void *value);
 void *u64map_get(const u64map_t *m, uint64_t key);   /* NULL if absent */

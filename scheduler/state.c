@@ -1253,6 +1253,30 @@ sched_t *sched_create(const sched_ops_t *ops, void *ctx)
     return s;
 }
 
+/* Value destructors for sched_destroy's maps. */
+static void s_ext_destroy(void *v)
+{
+    task_ext_t *e = v;
+    free(e->who);
+    free(e);
+}
+
+static void s_sstr_chain_free(void *v)
+{
+    for (sstr_t *e = v, *n; e; e = n) {
+        n = e->next;
+        free(e);
+    }
+}
+
+static void s_kind_chain_free(void *v)
+{
+    for (rkind_t *k = v, *n; k; k = n) {
+        n = k->next;
+        s_kind_free(k);
+    }
+}
+
 void sched_destroy(sched_t *s)
 {
     if (!s)
@@ -1275,45 +1299,9 @@ void sched_destroy(sched_t *s)
         s->pool_head = t->cnext;
         free(t);
     }
-    if (s->exts) {
-        size_t pos = 0;
-        uint64_t key;
-        void *val;
-        while (u64map_next(s->exts, &pos, &key, &val)) {
-            task_ext_t *e = val;
-            free(e->who);
-            free(e);
-        }
-        u64map_destroy(s->exts);
-    }
-    if (s->strs) {
-        size_t pos = 0;
-        uint64_t key;
-        void *val;
-        while (u64map_next(s->strs, &pos, &key, &val)) {
-            sstr_t *e = val;
-            while (e) {
-                sstr_t *n = e->next;
-                free(e);
-                e = n;
-            }
-        }
-        u64map_destroy(s->strs);
-    }
-    if (s->kinds) {
-        size_t pos = 0;
-        uint64_t key;
-        void *val;
-        while (u64map_next(s->kinds, &pos, &key, &val)) {
-            rkind_t *k = val;
-            while (k) {
-                rkind_t *n = k->next;
-                s_kind_free(k);
-                k = n;
-            }
-        }
-        u64map_destroy(s->kinds);
-    }
+    u64map_destroy_each(s->exts, s_ext_destroy);
+    u64map_destroy_each(s->strs, s_sstr_chain_free);
+    u64map_destroy_each(s->kinds, s_kind_chain_free);
     u64map_destroy(s->treq);
     while (s->workers) {
         sched_worker_t *w = s->workers;
