@@ -121,7 +121,7 @@ build/test/lib%.so: tests/tasklibs/%.c include/shoal_task.h
 
 # Example client programs link the shared client library; the rpath lets them
 # (and libshoal's local-cluster launcher, which finds bin/ next to lib/) run in tree.
-build/examples/%: examples/%/main.c lib/libshoal.so
+build/examples/%: examples/%/main.c examples/example.h lib/libshoal.so
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -Llib -lshoal -Wl,-rpath,'$$ORIGIN/../../lib' $(LDLIBS)
 

@@ -22,6 +22,8 @@
 
 #include <shoal.h>
 
+#include "../example.h"
+
 #define MAX_DARTS 10000000000000ull   /* 1e13: hours of work */
 #define MAX_TASKS 1000000ull
 
@@ -35,57 +37,6 @@ static const char s_usage[] =
     "  --library PATH  the task library (default: libpi.so next to this program)\n";
 
 typedef uint64_t (*pi_darts_fn)(uint64_t seed, uint64_t n);
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int s_library_next_to_exe(const char *name, char *out, size_t cap)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    char *slash;
-    int w;
-
-    if (n < 0 || (size_t)n >= sizeof exe - 1)
-        return -1;
-    exe[n] = '\0';
-    slash = strrchr(exe, '/');
-    if (!slash)
-        return -1;
-    *slash = '\0';
-    w = snprintf(out, cap, "%s/%s", exe, name);
-    return w < 0 || (size_t)w >= cap ? -1 : 0;
-}
-
-/* A whole number in [min, max]: "100000000" or "1e8". */
-static int s_parse_count(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    double d;
-
-    if (!s || *s < '0' || *s > '9')
-        return -1;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno == 0 && *end == '\0') {
-        if (v < min || v > max)
-            return -1;
-        *out = v;
-        return 0;
-    }
-    errno = 0;
-    d = strtod(s, &end);
-    if (errno != 0 || *end != '\0' || !(d >= (double)min) || d > (double)max ||
-        d != floor(d))
-        return -1;
-    *out = (uint64_t)d;
-    return 0;
-}
 
 int main(int argc, char **argv)
 {

@@ -19,30 +19,13 @@
 
 #include <shoal.h>
 
+#include "../example.h"
+
 static const char s_usage[] =
     "usage: primes [ADDRESS] [--library PATH]\n"
     "  ADDRESS         scheduler address (default: $SHOAL_SCHEDULER, then\n"
     "                  $SHOAL_SCHEDULER_FILE, else a local cluster)\n"
     "  --library PATH  the task library (default: libprimes.so next to this program)\n";
-
-/* dirname(/proc/self/exe)/NAME: where the build puts the task library. */
-static int s_library_next_to_exe(const char *name, char *out, size_t cap)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    char *slash;
-    int w;
-
-    if (n < 0 || (size_t)n >= sizeof exe - 1)
-        return -1;
-    exe[n] = '\0';
-    slash = strrchr(exe, '/');
-    if (!slash)
-        return -1;
-    *slash = '\0';
-    w = snprintf(out, cap, "%s/%s", exe, name);
-    return w < 0 || (size_t)w >= cap ? -1 : 0;
-}
 
 int main(int argc, char **argv)
 {
