@@ -75,15 +75,6 @@ void client_abstime(double timeout, struct timespec *ts)
     }
 }
 
-int client_cond_wait(shoal_client_t *c, const struct timespec *deadline)
-{
-    if (!deadline) {
-        pthread_cond_wait(&c->cond, &c->mu);
-        return 0;
-    }
-    int rc = pthread_cond_timedwait(&c->cond, &c->mu, deadline);
-    return rc == ETIMEDOUT ? ETIMEDOUT : 0;
-}
 
 int client_u64vec_push(u64vec_t *v, uint64_t x)
 {
@@ -112,7 +103,15 @@ static void s_wake(shoal_client_t *c)
  * queues, so a burst of submissions costs one wakeup. */
 void client_wake_locked(shoal_client_t *c)
 {
-    if (!c->wake_pending && c->wakefd >= 0 && c->thread_started) {
+    if (c->wakefd < 0 || !c->thread_started)
+        return;
+    if (c->driver == DRIVER_FREE) {
+        /* Nobody sleeps on the socket: the API call sends it itself on
+         * its way out (client_kick), or the parked I/O thread does. */
+        c->kick_pending = 1;
+        return;
+    }
+    if (!c->wake_pending) {
         c->wake_pending = 1;
         s_wake(c);
     }
@@ -223,6 +222,7 @@ static void s_flush(shoal_client_t *c)
 
     pthread_mutex_lock(&c->mu);
     c->wake_pending = 0;
+    c->kick_pending = 0;
     /* The full batches, and the open one if it has anything (if a new one
      * cannot be allocated it stays open and goes next time). */
     if (c->sub->b.count > 0 && (nb = client_subbatch_new())) {
@@ -827,24 +827,127 @@ static void s_heartbeat(shoal_client_t *c)
 enum { PI_SOCK = 0, PI_MON = 1, PI_WAKE = 2, PI_FIXED = 3 };
 
 /*
- * The I/O thread: before each zmq_poll it drains what the API queued and
- * sends it (the "flush before sleeping" of the batching scheme: whatever
- * accumulated while the loop was busy goes out together), then sleeps until
- * a socket has input, an API thread writes the eventfd, or the next
- * deadline (heartbeat, data-plane request timeouts) comes.
+ * One turn of the I/O loop, run by whoever holds the driver token (see
+ * "Who drives the socket" in client_int.h): send what the API queued (the
+ * "flush before sleeping" of the batching scheme: whatever accumulated while
+ * the loop was busy goes out together), then sleep until a socket has input,
+ * an API thread writes the eventfd, the next deadline (heartbeat, data-plane
+ * request timeouts) comes, or max_ms passes (-1: no limit of the caller's),
+ * and handle what came.
+ */
+static void s_io_step(shoal_client_t *c, long max_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    /* Live futures may be released while we sleep, and a release does
+     * not wake us: bound the sleep so that it goes out. */
+    int may_release = c->futures.count > 0 || c->rel.n > 0;
+    pthread_mutex_unlock(&c->mu);
+
+    s_flush(c);
+    long data_ms = cdata_pump(c->data);
+
+    /* The sleep: until input, a wakeup, or the next deadline. */
+    double now = util_now();
+    long ms = c->next_hb <= now ? 0 : (long)((c->next_hb - now) * 1000.0) + 1;
+    if (data_ms >= 0 && data_ms < ms)
+        ms = data_ms;
+    if (may_release && ms > (long)(CLIENT_RELEASE_DELAY * 1000.0))
+        ms = (long)(CLIENT_RELEASE_DELAY * 1000.0);
+    if (max_ms >= 0 && max_ms < ms)
+        ms = max_ms;
+    size_t n = PI_FIXED + cdata_npoll(c->data);
+    if (n > c->io_cap) {
+        zmq_pollitem_t *ni = realloc(c->io_items, n * sizeof *ni);
+        if (!ni) {
+            /* Poll the scheduler only; the peers wait for memory. */
+            log_err("out of memory polling %zu sockets", n);
+            n = c->io_cap >= PI_FIXED ? PI_FIXED : 0;
+        } else {
+            c->io_items = ni;
+            c->io_cap = n;
+        }
+    }
+    if (n == 0) {
+        usleep(10000); /* no memory for even three poll items: wait for some */
+        return;
+    }
+    zmq_pollitem_t *items = c->io_items;
+    items[PI_SOCK] = (zmq_pollitem_t){.socket = c->sock, .events = ZMQ_POLLIN};
+    items[PI_MON] = (zmq_pollitem_t){.socket = c->mon, .events = ZMQ_POLLIN};
+    items[PI_WAKE] = (zmq_pollitem_t){.fd = c->wakefd, .events = ZMQ_POLLIN};
+    int with_data = n > PI_FIXED;
+    if (with_data)
+        cdata_fill_poll(c->data, items + PI_FIXED);
+    int rc = zmq_poll(items, (int)n, ms);
+    if (rc < 0) {
+        if (errno != EINTR) {
+            log_err("zmq_poll failed: %s", zmq_strerror(errno));
+            usleep(10000); /* never spin on a persistent error */
+        }
+        return;
+    }
+    if (with_data)
+        cdata_after_poll(c->data, items + PI_FIXED);
+    if (items[PI_WAKE].revents & ZMQ_POLLIN) {
+        uint64_t v;
+        while (read(c->wakefd, &v, sizeof v) < 0 && errno == EINTR)
+            ;
+    }
+    if (items[PI_SOCK].revents & ZMQ_POLLIN)
+        s_sock_recv(c);
+    if (items[PI_MON].revents & ZMQ_POLLIN)
+        s_mon_recv(c);
+    now = util_now();
+    if (now >= c->next_hb) {
+        s_heartbeat(c);
+        c->next_hb = now + CLIENT_HEARTBEAT;
+    }
+    cdata_timers(c->data);
+}
+
+/* The token goes back after a caller's turn.  When other threads wait too,
+ * or something was queued that this turn did not send, the I/O thread takes
+ * it up at once rather than after its park interval. */
+static void s_release_token_locked(shoal_client_t *c)
+{
+    c->driver = DRIVER_FREE;
+    if (c->nwaiters > 0 || c->kick_pending || c->wake_pending || c->stopping) {
+        c->io_retake = 1;
+        pthread_cond_signal(&c->io_cond);
+    }
+}
+
+/*
+ * The I/O thread: takes the token whenever nobody else has it and drives
+ * the loop; hands it to a waiting caller that asks (want_drive) and parks
+ * while callers drive, taking it back once they have left it alone for a
+ * park interval or asked it to.
  */
 static void *s_io_main(void *arg)
 {
     shoal_client_t *c = arg;
-    zmq_pollitem_t fixed[PI_FIXED], *items = fixed;
-    size_t cap = PI_FIXED;
-    double next_hb;
 
     c->last_heard = util_now();
-    next_hb = c->last_heard + CLIENT_HEARTBEAT;
-    s_send_hello(c);
+    c->next_hb = c->last_heard + CLIENT_HEARTBEAT;
+    s_send_hello(c); /* the token is ours from the start */
+    pthread_mutex_lock(&c->mu);
     for (;;) {
-        pthread_mutex_lock(&c->mu);
+        while (c->driver != DRIVER_IO) {
+            if (c->driver == DRIVER_FREE &&
+                (c->io_retake || c->stopping || c->kick_pending)) {
+                c->driver = DRIVER_IO;
+                break;
+            }
+            uint64_t seq = c->drive_seq;
+            struct timespec park;
+            client_abstime(CLIENT_PARK, &park);
+            pthread_cond_timedwait(&c->io_cond, &c->mu, &park);
+            if (c->driver == DRIVER_FREE && c->drive_seq == seq) {
+                c->driver = DRIVER_IO; /* callers left it alone: back to us */
+                break;
+            }
+        }
+        c->io_retake = 0;
         int stopping = c->stopping;
         int ready = c->state == CSTATE_READY;
         pthread_mutex_unlock(&c->mu);
@@ -854,63 +957,80 @@ static void *s_io_main(void *arg)
                 s_send_body(c, MSG_BYE, NULL);
             break;
         }
-        s_flush(c);
-        long data_ms = cdata_pump(c->data);
-
-        /* The sleep: until input, a wakeup, or the next deadline. */
-        double now = util_now();
-        long ms = next_hb <= now ? 0 : (long)((next_hb - now) * 1000.0) + 1;
-        if (data_ms >= 0 && data_ms < ms)
-            ms = data_ms;
-        size_t n = PI_FIXED + cdata_npoll(c->data);
-        if (n > cap) {
-            zmq_pollitem_t *ni = items == fixed ? NULL : items;
-            ni = realloc(ni, n * sizeof *ni);
-            if (!ni) {
-                /* Poll the scheduler only; the peers wait for memory. */
-                log_err("out of memory polling %zu sockets", n);
-                n = PI_FIXED;
-            } else {
-                items = ni;
-                cap = n;
-            }
+        s_io_step(c, -1);
+        pthread_mutex_lock(&c->mu);
+        if (c->want_drive && !c->stopping) {
+            /* A caller waits and would rather read its answer itself than
+             * be woken for it: the token is free for it now. */
+            c->want_drive = 0;
+            c->driver = DRIVER_FREE;
+            pthread_cond_broadcast(&c->cond);
         }
-        items[PI_SOCK] = (zmq_pollitem_t){.socket = c->sock, .events = ZMQ_POLLIN};
-        items[PI_MON] = (zmq_pollitem_t){.socket = c->mon, .events = ZMQ_POLLIN};
-        items[PI_WAKE] = (zmq_pollitem_t){.fd = c->wakefd, .events = ZMQ_POLLIN};
-        int with_data = n > PI_FIXED;
-        if (with_data)
-            cdata_fill_poll(c->data, items + PI_FIXED);
-        int rc = zmq_poll(items, (int)n, ms);
-        if (rc < 0) {
-            if (errno != EINTR) {
-                log_err("zmq_poll failed: %s", zmq_strerror(errno));
-                usleep(10000); /* never spin on a persistent error */
-            }
-            continue;
-        }
-        if (with_data)
-            cdata_after_poll(c->data, items + PI_FIXED);
-        if (items[PI_WAKE].revents & ZMQ_POLLIN) {
-            uint64_t v;
-            while (read(c->wakefd, &v, sizeof v) < 0 && errno == EINTR)
-                ;
-        }
-        if (items[PI_SOCK].revents & ZMQ_POLLIN)
-            s_sock_recv(c);
-        if (items[PI_MON].revents & ZMQ_POLLIN)
-            s_mon_recv(c);
-        now = util_now();
-        if (now >= next_hb) {
-            s_heartbeat(c);
-            next_hb = now + CLIENT_HEARTBEAT;
-        }
-        cdata_timers(c->data);
     }
     cdata_shutdown(c->data, "the client is disconnecting");
-    if (items != fixed)
-        free(items);
     return NULL;
+}
+
+/*
+ * Wait for something to happen (a completion, a reply, a state change);
+ * callers re-check their own condition.  With the driver token free, the
+ * waiting thread drives the loop itself for one turn instead of sleeping:
+ * the scheduler's answer then wakes this thread directly, not the I/O
+ * thread which would in turn wake this one.  With the I/O thread driving,
+ * the first waiter asks it to hand the token over.
+ */
+int client_cond_wait(shoal_client_t *c, const struct timespec *deadline)
+{
+    if (!c->inline_mode && c->thread_started && !c->stopping) {
+        if (c->driver == DRIVER_FREE) {
+            long ms = -1;
+            c->driver = DRIVER_CALLER;
+            c->drive_seq++;
+            if (deadline) {
+                struct timespec now;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                double left = (double)(deadline->tv_sec - now.tv_sec) +
+                              (double)(deadline->tv_nsec - now.tv_nsec) * 1e-9;
+                ms = left <= 0 ? 0 : (long)(left * 1000.0) + 1;
+            }
+            pthread_mutex_unlock(&c->mu);
+            s_io_step(c, ms);
+            pthread_mutex_lock(&c->mu);
+            s_release_token_locked(c);
+            return ms == 0 ? ETIMEDOUT : 0;
+        }
+        if (c->driver == DRIVER_IO && !c->want_drive && c->nwaiters == 0) {
+            c->want_drive = 1;
+            if (!c->wake_pending) {
+                c->wake_pending = 1;
+                s_wake(c);
+            }
+        }
+    }
+    int rc = 0;
+    c->nwaiters++;
+    if (!deadline)
+        pthread_cond_wait(&c->cond, &c->mu);
+    else
+        rc = pthread_cond_timedwait(&c->cond, &c->mu, deadline) == ETIMEDOUT ? ETIMEDOUT : 0;
+    c->nwaiters--;
+    return rc;
+}
+
+void client_kick(shoal_client_t *c)
+{
+    if (c->inline_mode || !c->thread_started)
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (c->kick_pending && c->driver == DRIVER_FREE && !c->stopping) {
+        c->driver = DRIVER_CALLER;
+        c->drive_seq++;
+        pthread_mutex_unlock(&c->mu);
+        s_flush(c);
+        pthread_mutex_lock(&c->mu);
+        s_release_token_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- client object ------------------------------------------------------ */
@@ -927,7 +1047,9 @@ static shoal_client_t *s_client_new(const char *name, shoal_error_t *err)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cond, &ca);
+    pthread_cond_init(&c->io_cond, &ca);
     pthread_condattr_destroy(&ca);
+    c->driver = DRIVER_IO; /* the I/O thread's from its start */
     c->next_n = 1;
     c->wakefd = -1;
     c->sub = client_subbatch_new();
@@ -1135,6 +1257,7 @@ void shoal_disconnect(shoal_client_t *c)
     c->stopping = 1;
     s_fail_requests_locked(c, "the client is disconnecting");
     pthread_cond_broadcast(&c->cond);
+    pthread_cond_signal(&c->io_cond);
     pthread_mutex_unlock(&c->mu);
     if (c->thread_started) {
         s_wake(c);
@@ -1208,6 +1331,8 @@ void shoal_disconnect(shoal_client_t *c)
         q = next;
     }
     tasklib_destroy(c->tl);
+    free(c->io_items);
+    pthread_cond_destroy(&c->io_cond);
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->mu);
     free(c);

@@ -1,11 +1,11 @@
 /*
  * client_int.h - internals of libshoal shared by the client sources (not installed).
  *
- * Threads and locking.  A connected client has one background I/O thread that
- * owns the ZeroMQ sockets (the scheduler's DEALER, its monitor, and one DEALER
- * per worker data endpoint in use) and runs a zmq_poll loop; API calls never
- * touch a socket.  Everything the API and the I/O thread share lives in
- * shoal_client_t and is protected by its one mutex `mu`:
+ * Threads and locking.  A connected client has one background I/O thread
+ * that runs a zmq_poll loop over the ZeroMQ sockets (the scheduler's DEALER,
+ * its monitor, and one DEALER per worker data endpoint in use).  Everything
+ * the API and the loop share lives in shoal_client_t and is protected by its
+ * one mutex `mu`:
  *   - the future index (id -> live future, a weak index: a future is in it
  *     from submission until it is freed);
  *   - the outgoing work: the open SUBMIT batch (items are packed straight
@@ -18,6 +18,23 @@
  * drain, see `wake_pending`); the loop drains everything right before each
  * zmq_poll and sends it outside the lock.  Every completion is followed by a
  * broadcast on `cond`; waiters re-check their own condition.
+ *
+ * Who drives the socket (leader/follower).  The sockets and the data plane
+ * belong to whoever holds the driver token (`driver`, under mu): the I/O
+ * thread, an API thread, or nobody.  Only the holder runs the loop's turn
+ * (s_io_step) and so touches a socket; the mutex hand-over orders memory as
+ * ZeroMQ asks of a socket that changes threads.  A thread that must wait
+ * (client_cond_wait) and finds the token free takes it and runs one turn
+ * itself: the scheduler's answer wakes it directly instead of waking the I/O
+ * thread that would wake it (two thread wake-ups per round trip, each tens
+ * of microseconds when it crosses cores).  While the I/O thread holds the
+ * token, the first waiter asks for it (`want_drive`) and the I/O thread
+ * frees it after its turn.  While the token is free the I/O thread parks;
+ * an API call that queues work then sends it itself on its way out
+ * (client_kick).  The I/O thread takes the token back when callers leave it
+ * alone for CLIENT_PARK seconds, or at once when asked (`io_retake`: other
+ * threads wait, work was left queued, or the client stops), so heartbeats
+ * and background results never depend on the application calling in.
  *
  * Results that live on workers (docs/DATAPLANE.md): a RESULT may say "ok,
  * the bytes are on these holders".  The future is then FINISHED with
@@ -36,6 +53,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <zmq.h>
 
 #include "proto.h"
 #include "shoal.h"
@@ -69,6 +87,14 @@ typedef struct u64vec {
  * still being packed.  RELEASE and CANCEL are split likewise. */
 #define CLIENT_BATCH_BYTES (1u << 20)
 #define CLIENT_IDS_PER_MSG 65536
+/* Releases wait for the next flush, at most this long (seconds), unless
+ * this many are queued. */
+#define CLIENT_RELEASE_DELAY 0.1
+#define CLIENT_RELEASE_BATCH 4096
+/* The I/O thread takes the free driver token back after callers have left
+ * it alone this long (seconds). */
+#define CLIENT_PARK 0.002
+enum { DRIVER_FREE = 0, DRIVER_IO = 1, DRIVER_CALLER = 2 };
 
 typedef struct subbatch {
     proto_batch_t b;
@@ -196,12 +222,15 @@ struct shoal_client {
     void *zctx;
     void *sock;
     void *mon;               /* PAIR socket receiving sock's monitor events */
-    int wakefd;              /* eventfd: API threads wake the I/O thread */
+    int wakefd;              /* eventfd: API threads wake the token holder */
     cdata_t *data;           /* the data plane: worker connections, fetches */
     pthread_t thread;
     int thread_started;
-    double last_heard;       /* I/O thread only */
-    int rehello;             /* I/O thread only: re-registration in progress */
+    double last_heard;       /* token holder only */
+    int rehello;             /* token holder only: re-registration in progress */
+    double next_hb;          /* token holder only: next heartbeat */
+    zmq_pollitem_t *io_items; /* token holder only: the poll set */
+    size_t io_cap;
 
     /* shared, under mu */
     int state;
@@ -211,6 +240,13 @@ struct shoal_client {
     char dead_msg[384];
     int stopping;
     int wake_pending;        /* a write to wakefd is outstanding */
+    int driver;              /* DRIVER_*: who may touch the sockets */
+    int want_drive;          /* a waiter asks the I/O thread for the token */
+    int kick_pending;        /* work queued while the token was free */
+    int io_retake;           /* the I/O thread should take the token now */
+    int nwaiters;            /* threads asleep in client_cond_wait */
+    uint64_t drive_seq;      /* counts callers' turns (the I/O thread's park) */
+    pthread_cond_t io_cond;  /* the parked I/O thread sleeps here */
     subbatch_t *sub;         /* the open SUBMIT batch */
     subbatch_t *full_head, *full_tail; /* batches past CLIENT_BATCH_BYTES */
     u64vec_t rel, can;
@@ -235,6 +271,9 @@ CLIENT_HIDDEN int client_cond_wait(shoal_client_t *c, const struct timespec *dea
 CLIENT_HIDDEN subbatch_t *client_subbatch_new(void);
 CLIENT_HIDDEN void client_subbatch_free(subbatch_t *s);
 CLIENT_HIDDEN void client_wake_locked(shoal_client_t *c);
+/* Send what this thread queued if the driver token is free (call without mu,
+ * after queueing work with client_wake_locked). */
+CLIENT_HIDDEN void client_kick(shoal_client_t *c);
 CLIENT_HIDDEN int client_u64vec_push(u64vec_t *v, uint64_t x);
 
 /* --- futures (future.c); call with c->mu held --- */

@@ -308,7 +308,11 @@ void client_future_free(shoal_future_t *f)
      * us (connection lost) or the whole client is going away (BYE releases
      * everything at once). */
     if (!c->inline_mode && !c->dead && !c->stopping) {
-        if (client_u64vec_push(&c->rel, f->id) == 0)
+        /* A release is not urgent: it goes with the next flush (the next
+         * submission, usually) or within CLIENT_RELEASE_DELAY, so that a
+         * submit-result-release loop costs one message chain per task
+         * rather than two.  A large backlog goes at once. */
+        if (client_u64vec_push(&c->rel, f->id) == 0 && c->rel.n >= CLIENT_RELEASE_BATCH)
             client_wake_locked(c);
     }
     s_drop_bytes(f);
@@ -587,6 +591,7 @@ static int s_submit_remote(shoal_client_t *c, const char *func, size_t flen,
     c->next_n += n;
     client_wake_locked(c);
     pthread_mutex_unlock(&c->mu);
+    client_kick(c);
     return 0;
 
 error:
@@ -1303,6 +1308,7 @@ int shoal_cancel(shoal_future_t *f)
         client_wake_locked(c);
     }
     pthread_mutex_unlock(&c->mu);
+    client_kick(c);
     return 0;
 }
 

@@ -1157,6 +1157,7 @@ static int s_submit_remote(shoal_client_t *c, const shoal_graph_t *g, const s_pl
     }
     client_wake_locked(c);
     pthread_mutex_unlock(&c->mu);
+    client_kick(c);
     rc = 0;
     goto out;
 
