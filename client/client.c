@@ -235,9 +235,23 @@ static void s_flush(shoal_client_t *c)
     }
     subs = c->full_head;
     c->full_head = c->full_tail = NULL;
-    rel = c->rel;
+    /* Releases are not urgent, and sent right behind a submission they
+     * would often reach the scheduler as a second wake-up of its own: they
+     * wait until CLIENT_RELEASE_DELAY after a flush first saw them, or
+     * until CLIENT_RELEASE_BATCH of them are queued. */
+    rel = empty;
+    if (c->rel.n > 0) {
+        double now = util_now();
+        if (c->rel_since == 0)
+            c->rel_since = now;
+        if (c->rel.n >= CLIENT_RELEASE_BATCH || c->stopping ||
+            now - c->rel_since >= CLIENT_RELEASE_DELAY) {
+            rel = c->rel;
+            c->rel = empty;
+            c->rel_since = 0;
+        }
+    }
     can = c->can;
-    c->rel = empty;
     c->can = empty;
     q = c->outq_head;
     c->outq_head = c->outq_tail = NULL;

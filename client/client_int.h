@@ -87,7 +87,7 @@ typedef struct u64vec {
  * still being packed.  RELEASE and CANCEL are split likewise. */
 #define CLIENT_BATCH_BYTES (1u << 20)
 #define CLIENT_IDS_PER_MSG 65536
-/* Releases wait for the next flush, at most this long (seconds), unless
+/* Releases wait this long (seconds) after a flush first sees them, unless
  * this many are queued. */
 #define CLIENT_RELEASE_DELAY 0.1
 #define CLIENT_RELEASE_BATCH 4096
@@ -250,6 +250,7 @@ struct shoal_client {
     subbatch_t *sub;         /* the open SUBMIT batch */
     subbatch_t *full_head, *full_tail; /* batches past CLIENT_BATCH_BYTES */
     u64vec_t rel, can;
+    double rel_since;        /* when a flush first saw the queued releases */
     outmsg_t *outq_head, *outq_tail;
     u64vec_t fetchq;         /* ids of remote results a caller wants */
     scat_job_t *scat_head, *scat_tail;

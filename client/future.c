@@ -308,8 +308,7 @@ void client_future_free(shoal_future_t *f)
      * us (connection lost) or the whole client is going away (BYE releases
      * everything at once). */
     if (!c->inline_mode && !c->dead && !c->stopping) {
-        /* A release is not urgent: it goes with the next flush (the next
-         * submission, usually) or within CLIENT_RELEASE_DELAY, so that a
+        /* A release is not urgent: it waits (see s_flush), so that a
          * submit-result-release loop costs one message chain per task
          * rather than two.  A large backlog goes at once. */
         if (client_u64vec_push(&c->rel, f->id) == 0 && c->rel.n >= CLIENT_RELEASE_BATCH)

@@ -78,16 +78,22 @@ static void s_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
     /* On error let check run at once and report it. */
     if (ev < 0 || (ev & w->events))
         ev_idle_start(loop, &w->idle);
-    else
-        ev_io_start(loop, &w->io);
 }
 
 static void s_check_cb(struct ev_loop *loop, ev_check *c, int revents)
 {
     (void)revents;
     zwatch_t *w = (zwatch_t *)((char *)c - offsetof(zwatch_t, check));
-    ev_io_stop(loop, &w->io);
+    /* Neither ZMQ_FD fired (its watcher is pending until invoked, which
+     * libev does after the checks) nor did the prepare find events: no
+     * command has reached the socket since that ZMQ_EVENTS, so asking again
+     * (a poll() inside ZeroMQ) would find nothing.  Should another callback
+     * of this iteration touch the socket, the next prepare asks before the
+     * loop sleeps. */
+    int woke = ev_is_pending(&w->io) || ev_is_active(&w->idle);
     ev_idle_stop(loop, &w->idle);
+    if (!woke)
+        return;
     int ev = s_zevents(w);
     if (ev < 0) {
         /* A dead socket would report the same error every iteration: stop
@@ -139,6 +145,12 @@ void zwatch_start(zwatch_t *w)
         return;
     ev_prepare_start(w->loop, &w->prepare);
     ev_check_start(w->loop, &w->check);
+    /* ZMQ_FD is the socket's mailbox signal: readable only while commands
+     * wait, and every ZMQ_EVENTS (the prepare's, right before the sleep)
+     * drains it.  So it can stay in the poll set for good: it wakes the
+     * loop only when the socket's state may have changed, and keeping it
+     * there spares two epoll_ctl calls per loop iteration. */
+    ev_io_start(w->loop, &w->io);
     w->active = 1;
 }
 

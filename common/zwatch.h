@@ -6,7 +6,8 @@
  * pattern libev documents for such sources: an ev_prepare before each
  * sleep asks ZMQ_EVENTS; if the socket is already readable/writable for the
  * requested events it starts an ev_idle so the loop does not block; an ev_io
- * on ZMQ_FD wakes the loop when the socket's state changes; an ev_check after
+ * on ZMQ_FD, started with the watcher, wakes the loop when the socket's
+ * state may have changed; an ev_check after
  * the sleep asks ZMQ_EVENTS again and calls the callback with the events that
  * are ready.  The callback must consume what it can (e.g. recv until EAGAIN,
  * or a bounded batch: the watcher will call again on the next iteration while
