@@ -33,6 +33,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <ev.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -124,6 +125,8 @@ typedef struct worker {
     fetch_t *fetch;
     proto_batch_t done;          /* TASK_DONE items not sent yet */
     ev_async wake;               /* executors -> loop: done queue non-empty */
+    pthread_t loop_thread;       /* the thread running the loop */
+    int drain_now;               /* an inline run filled the done queue */
     ev_prepare flush;            /* send the batch before the loop sleeps */
     ev_timer tick;               /* heartbeat + death timeout + memory */
     ev_signal sigint, sigterm;
@@ -176,10 +179,18 @@ static void s_run_job(pool_job_t *job, void *arg)
     job->duration_us = (uint64_t)((util_now() - t0) * 1e6);
 }
 
-/* Runs on an executor thread; ev_async_send is thread-safe and coalesces. */
+/* The done list became non-empty.  On an executor thread: wake the loop
+ * (ev_async_send is thread-safe and coalesces).  On the loop thread itself,
+ * after a job ran inline in pool_submit: the loop is awake, so the prepare
+ * drains the list before it flushes, and the outcome leaves in this very
+ * iteration rather than after another turn for the async. */
 static void s_notify(void *arg)
 {
     worker_t *w = arg;
+    if (pthread_equal(pthread_self(), w->loop_thread)) {
+        w->drain_now = 1;
+        return;
+    }
     ev_async_send(w->loop, &w->wake);
 }
 
@@ -636,6 +647,10 @@ static void s_on_flush(struct ev_loop *loop, ev_prepare *p, int revents)
     /* Requests for inputs first: a COMPUTE batch's wants go out together,
      * several ids per GET. */
     fetch_pump(w->fetch);
+    if (w->drain_now) {
+        w->drain_now = 0;
+        s_drain_done(w);
+    }
     if (w->mem_dirty) {
         w->mem_dirty = 0;
         s_check_memory(w);
@@ -1472,6 +1487,7 @@ int worker_run(const worker_config_t *cfg)
     /* Not the default loop: libev's default loop reaps every child with
      * waitpid(-1) on SIGCHLD, which would steal the exit status of the
      * commands that shoal.cmd runs on the executor threads. */
+    w->loop_thread = pthread_self();
     if (!(w->loop = ev_loop_new(EVFLAG_AUTO))) {
         log_err("cannot create the event loop");
         goto out;
