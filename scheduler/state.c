@@ -101,6 +101,8 @@ enum {
     XF_REMOTE = 4,      /* some dependency's result is (or was) kept on workers */
     XF_CONS = 8,        /* resources/restrictions: sched.treq has its kind */
     XF_STEAL = 16,      /* PROCESSING: a STEAL for it is pending */
+    XF_KEEPER = 32,     /* a kept result in MEMORY still holding its inputs'
+                         * records (counted in their ext's nkeepers) */
 };
 
 /*
@@ -130,6 +132,10 @@ typedef struct task_ext {
     uint64_t nbytes;
     sched_worker_t **who;         /* holders */
     uint32_t nwho, capwho;
+    /* Of the task's nholders, those that are kept results in MEMORY
+     * (XF_KEEPER): they hold the record only, for a recomputation should
+     * they be lost, and need no bytes. */
+    uint32_t nkeepers;
 } task_ext_t;
 
 /* Args and results this small are stored inside the record: a no-op's, a
@@ -973,13 +979,59 @@ static void s_gc_push(sched_t *s, sched_task_t *t)
  * (a released dependency nobody else holds becomes garbage), drop the
  * dependents list, and collect t itself if it is released and unheld.
  */
+/*
+ * A released result kept on workers that only kept results hold (no pending
+ * task needs its bytes) is freed on its workers now; its record stays, as a
+ * lost result, so that it can be computed again should a holder of one of
+ * those kept results die.  Without this a chain of large results would keep
+ * every intermediate on the workers until its end was released.  Scattered
+ * data cannot be computed again and keeps its bytes.
+ */
+static void s_maybe_drop_bytes(sched_t *s, sched_task_t *d)
+{
+    if (!(d->flags & TF_RELEASED) || d->nholders == 0 || d->state != TS_MEMORY ||
+        (d->xflags & XF_SCATTERED))
+        return;
+    task_ext_t *e = s_ext(s, d);
+    if (!e || e->nwho == 0 || e->nkeepers < d->nholders)
+        return;
+    while (e->nwho)
+        s_hold_drop(s, d, e, e->nwho - 1, 1);
+    s->st.dropped++;
+}
+
+/* A kept result in memory holds its inputs for a recomputation only: count
+ * it as such (XF_KEEPER), or stop counting it (it is pending again, or
+ * gone). */
+static void s_keeper_set(sched_t *s, sched_task_t *t, int on)
+{
+    if (!(t->flags & TF_HOLDS) || !!(t->xflags & XF_KEEPER) == !!on)
+        return;
+    for (uint32_t i = 0; i < t->ndeps; i++) {
+        task_ext_t *e = s_ext(s, t->deps[i]);
+        if (!e)
+            continue;
+        if (on)
+            e->nkeepers++;
+        else if (e->nkeepers > 0)
+            e->nkeepers--;
+    }
+    if (on)
+        t->xflags |= XF_KEEPER;
+    else
+        t->xflags &= (uint8_t)~XF_KEEPER;
+}
+
 static void s_drop_holds(sched_t *s, sched_task_t *t)
 {
     if (t->flags & TF_HOLDS) {
+        s_keeper_set(s, t, 0);
         for (uint32_t i = 0; i < t->ndeps; i++) {
             sched_task_t *d = t->deps[i];
             if (--d->nholders == 0 && (d->flags & TF_RELEASED))
                 s_gc_push(s, d);
+            else
+                s_maybe_drop_bytes(s, d);
         }
         t->flags &= (uint8_t)~TF_HOLDS;
     }
@@ -989,10 +1041,16 @@ static void s_drop_holds(sched_t *s, sched_task_t *t)
 static void s_finalize(sched_t *s, sched_task_t *t)
 {
     /* A result kept on workers can be lost with them and then has to be
-     * computed again: keep its inputs (records; their data may be lost
-     * too and recomputed in turn) while it is in memory. */
-    if (!((t->xflags & XF_KEPT) && t->state == TS_MEMORY))
+     * computed again: keep its inputs' records while it is in memory (their
+     * bytes go once nothing pending needs them, see s_maybe_drop_bytes; if
+     * this result is lost they are computed again in turn). */
+    if (!((t->xflags & XF_KEPT) && t->state == TS_MEMORY)) {
         s_drop_holds(s, t);
+    } else if (t->flags & TF_HOLDS) {
+        s_keeper_set(s, t, 1);
+        for (uint32_t i = 0; i < t->ndeps; i++)
+            s_maybe_drop_bytes(s, t->deps[i]);
+    }
     t->npending = 0;
     free(t->dependents);
     t->dependents = NULL;
@@ -1225,6 +1283,8 @@ static void s_release(sched_t *s, sched_task_t *t)
     t->flags |= TF_RELEASED;
     if (t->nholders == 0)
         s_gc_push(s, t);
+    else
+        s_maybe_drop_bytes(s, t);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
@@ -1398,6 +1458,8 @@ static void s_recompute(sched_t *s, sched_task_t *x)
     for (size_t i = 0; i < n; i++) {
         v[i]->flags &= (uint8_t)~TF_INWORK;
         v[i]->npending = 0;
+        /* Pending again: its holds are for its inputs' bytes now. */
+        s_keeper_set(s, v[i], 0);
         s_transition(s, v[i], TS_WAITING, NULL);
     }
     for (size_t i = 0; i < n; i++) {

@@ -374,6 +374,8 @@ typedef struct sched_stats {
     uint64_t stale;        /* TASK_DONE ignored */
     uint64_t steals;       /* STEAL requests sent */
     uint64_t stolen;       /* tasks given back by a STEAL */
+    uint64_t dropped;      /* released results whose bytes were freed while
+                            * kept results still hold their records */
 } sched_stats_t;
 void sched_get_stats(const sched_t *s, sched_stats_t *out);
 

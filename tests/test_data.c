@@ -113,6 +113,49 @@ START_TEST(test_deps_across_workers)
 }
 END_TEST
 
+/* Bytes stored on all workers, per the scheduler's status. */
+static uint64_t s_stored(shoal_client_t *c)
+{
+    shoal_status_info_t st;
+    uint64_t stored = 0;
+    STATUS(c, &st);
+    for (int i = 0; i < st.nworkers; i++)
+        stored += st.workers[i].stored_bytes;
+    shoal_status_free(&st);
+    return stored;
+}
+
+/* A chain of large results whose intermediates the client released: once
+ * the end is computed only the end stays on the workers. */
+START_TEST(test_chain_frees_intermediates)
+{
+    enum { LEN = 400000, STEPS = 4 };
+    cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 1);
+    shoal_client_t *c = cl->client;
+    shoal_future_t *f = SUB_I(c, "bytes", NULL, LEN);
+    for (int i = 0; i < STEPS; i++) {
+        shoal_future_t *g = SUB_F(c, "identity", NULL, f);
+        shoal_release(f);
+        f = g;
+    }
+    ck_assert_int_eq(e2e_wait_done(f, E2E_WAIT), 0);
+    /* The four intermediates (1.6 MB) go; the end stays, in one copy. */
+    double t0 = e2e_now();
+    uint64_t stored;
+    while ((stored = s_stored(c)) >= 2 * LEN && e2e_now() - t0 < 10)
+        e2e_sleep(0.05);
+    ck_assert_uint_ge(stored, LEN);
+    ck_assert_uint_lt(stored, 2 * LEN);
+    s_check_bytes(f, LEN);
+    shoal_release(f);
+    t0 = e2e_now();
+    while ((stored = s_stored(c)) > 0 && e2e_now() - t0 < 10)
+        e2e_sleep(0.05);
+    ck_assert_uint_eq(stored, 0);
+    cluster_stop(cl);
+}
+END_TEST
+
 START_TEST(test_holder_killed_recomputed)
 {
     cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 1);
@@ -312,6 +355,7 @@ static Suite *s_suite(void)
     Suite *s = suite_create("e2e_data");
     TCase *tc = e2e_tcase("data");
     e2e_add(tc, test_deps_across_workers);
+    e2e_add(tc, test_chain_frees_intermediates);
     e2e_add(tc, test_holder_killed_recomputed);
     e2e_add(tc, test_gather_large);
     e2e_add(tc, test_scatter_and_broadcast);

@@ -1188,7 +1188,12 @@ START_TEST(test_kept_lost_recomputed)
     ck_assert_ptr_eq(DWOF(find(EV_COMPUTE, TID(2))), DW1);
     finish_kept(TID(2), 80000);
     ck_assert_int_eq(sched_release(S, C, TID(1)), 0);
-    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_MEMORY); /* kept: B may need it again */
+    /* A's record stays (B may have to be computed again), its bytes go:
+     * nothing pending needs them. */
+    ck_assert_int_eq(sched_state_of(S, TID(1)), TS_MEMORY);
+    ck_assert_uint_eq(count_ev(EV_FREE, TID(1), &DU1), 1);
+    ck_assert_uint_eq(sched_worker_stored(DW1), 80000);
+    ck_assert_uint_eq(sched_worker_nheld(DW1), 1);
     sched_worker_set_paused(S, DW2, 0);
     clear();
     sched_worker_remove(S, DW1, 1);
@@ -1208,6 +1213,76 @@ START_TEST(test_kept_lost_recomputed)
     rec_t *k = find(EV_KEPT, TID(2));
     ck_assert_ptr_nonnull(k);
     ck_assert_str_eq(k->worker, "w2");
+}
+END_TEST
+
+/* A chain of kept results frees each intermediate's bytes once nothing
+ * pending needs them, keeps the records, and computes them again if the
+ * end of the chain is lost. */
+START_TEST(test_kept_chain_frees_intermediates)
+{
+    data_workers(2);
+    sched_worker_set_paused(S, DW2, 1);
+    /* A -> B -> D, and C also on A; the client wants C and D. */
+    uint64_t a = TID(1), b = TID(2);
+    ck_assert_int_eq(submit(a, 0), 0);
+    ck_assert_int_eq(submit_full(b, "g", &a, 1, 0, 0, NULL), 0);
+    ck_assert_int_eq(submit_full(TID(3), "g", &a, 1, 0, 0, NULL), 0);
+    ck_assert_int_eq(submit_full(TID(4), "g", &b, 1, 0, 0, NULL), 0);
+    ck_assert_int_eq(sched_release(S, C, a), 0);
+    ck_assert_int_eq(sched_release(S, C, b), 0);
+    sched_place(S);
+    finish_kept(a, 1000000);
+    sched_place(S);
+    finish_kept(b, 2000000);
+    /* C is still pending on A: A's bytes stay. */
+    ck_assert_uint_eq(count_ev(EV_FREE, a, NULL), 0);
+    ck_assert_uint_eq(sched_worker_stored(DW1), 3000000);
+    sched_place(S);
+    ck_assert_int_eq(sched_task_done(S, DW1, TID(3), TASK_OK, "x", 1, 10), 0);
+    /* Only B (a kept result) holds A now: FREE, the record stays. */
+    ck_assert_uint_eq(count_ev(EV_FREE, a, &DU1), 1);
+    ck_assert_int_eq(sched_state_of(S, a), TS_MEMORY);
+    ck_assert_uint_eq(sched_worker_stored(DW1), 2000000);
+    sched_place(S);
+    finish_kept(TID(4), 3000000);
+    /* D done: B's bytes go too; D's stay (the client wants D). */
+    ck_assert_uint_eq(count_ev(EV_FREE, b, &DU1), 1);
+    ck_assert_uint_eq(count_ev(EV_FREE, TID(4), NULL), 0);
+    ck_assert_uint_eq(sched_worker_stored(DW1), 3000000);
+    sched_stats_t st;
+    sched_get_stats(S, &st);
+    ck_assert_uint_eq(st.dropped, 2);
+
+    /* D's holder dies: D, B and A are computed again, A first. */
+    sched_worker_set_paused(S, DW2, 0);
+    clear();
+    sched_worker_remove(S, DW1, 1);
+    DW1 = NULL;
+    ck_assert_int_eq(sched_state_of(S, TID(4)), TS_WAITING);
+    ck_assert_int_eq(sched_state_of(S, b), TS_WAITING);
+    ck_assert_int_eq(sched_state_of(S, a), TS_READY);
+    sched_place(S);
+    finish_kept(a, 1000000);
+    sched_place(S);
+    finish_kept(b, 2000000);
+    ck_assert_uint_eq(count_ev(EV_FREE, a, &DU2), 1);
+    sched_place(S);
+    finish_kept(TID(4), 3000000);
+    ck_assert_uint_eq(count_ev(EV_FREE, b, &DU2), 1);
+    ck_assert_uint_eq(sched_worker_stored(DW2), 3000000);
+    rec_t *k = find(EV_KEPT, TID(4));
+    ck_assert_ptr_nonnull(k);
+    ck_assert_str_eq(k->worker, "w2");
+
+    /* Releasing D frees it and forgets the whole chain. */
+    ck_assert_int_eq(sched_release(S, C, TID(4)), 0);
+    ck_assert_uint_eq(count_ev(EV_FREE, TID(4), &DU2), 1);
+    ck_assert_int_eq(sched_state_of(S, TID(4)), TS_FORGOTTEN);
+    ck_assert_int_eq(sched_state_of(S, b), TS_FORGOTTEN);
+    ck_assert_int_eq(sched_state_of(S, a), TS_FORGOTTEN);
+    ck_assert_uint_eq(sched_worker_stored(DW2), 0);
+    ck_assert_uint_eq(sched_worker_nheld(DW2), 0);
 }
 END_TEST
 
@@ -1633,6 +1708,7 @@ Suite *state_suite(void)
     tcase_add_test(tc, test_kept_holders_and_locality);
     tcase_add_test(tc, test_kept_free_on_release);
     tcase_add_test(tc, test_kept_lost_recomputed);
+    tcase_add_test(tc, test_kept_chain_frees_intermediates);
     tcase_add_test(tc, test_scatter_lost_fails);
     tcase_add_test(tc, test_task_missing_and_pause);
     tcase_add_test(tc, test_refetch);
