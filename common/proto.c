@@ -87,6 +87,7 @@ const char *proto_type_name(int type)
     case MSG_STEAL: return "STEAL";
     case MSG_STEAL_REPLY: return "STEAL_REPLY";
     case MSG_PAUSE: return "PAUSE";
+    case MSG_HAVE: return "HAVE";
     case MSG_GET: return "GET";
     case MSG_DATA: return "DATA";
     case MSG_PUT: return "PUT";

@@ -58,6 +58,7 @@ typedef enum msg_type {
     MSG_STEAL = 25,       /* [id...]: give these queued tasks back */
     MSG_STEAL_REPLY = 26, /* [[id, ok]...] */
     MSG_PAUSE = 27,       /* worker -> sched: {"paused": bool} */
+    MSG_HAVE = 28,        /* worker -> sched: [id...]: fetched copies it keeps */
     /* anyone <-> a worker's data endpoint (docs/DATAPLANE.md) */
     MSG_GET = 30,         /* {"req", "ids": [id...]} (at most PROTO_MAX_DATA_FRAMES) */
     MSG_DATA = 31,        /* {"req", "items": [[id, found, nbytes]...]} + frames */

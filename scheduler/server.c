@@ -166,6 +166,7 @@ static void h_scatter(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_refetch(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_pause(server_t *srv, peer_t *p, proto_msg_t *m);
 static void h_steal_reply(server_t *srv, peer_t *p, proto_msg_t *m);
+static void h_have(server_t *srv, peer_t *p, proto_msg_t *m);
 
 #define ANY_PEER (ROLE_CLIENT | ROLE_WORKER)
 
@@ -195,6 +196,7 @@ static dispatch_t s_dispatch[MSG_TYPE_MAX] = {
     [MSG_STEAL] = {NULL, 0, "STEAL", 0},
     [MSG_STEAL_REPLY] = {h_steal_reply, ROLE_WORKER, "STEAL_REPLY", 0},
     [MSG_PAUSE] = {h_pause, ROLE_WORKER, "PAUSE", 0},
+    [MSG_HAVE] = {h_have, ROLE_WORKER, "HAVE", 0},
 };
 
 static const char *s_role_name(int role)
@@ -1602,6 +1604,29 @@ static void h_scatter(server_t *srv, peer_t *p, proto_msg_t *m)
 static void h_refetch(server_t *srv, peer_t *p, proto_msg_t *m)
 {
     s_ids(srv, p, m, sched_refetch);
+}
+
+/* HAVE [id...]: copies the worker fetched for its tasks and keeps; each
+ * becomes a holder of its result, or is answered with FREE when nothing
+ * wants those bytes any more. */
+static void h_have(server_t *srv, peer_t *p, proto_msg_t *m)
+{
+    const msgpack_object *items;
+    size_t n, bad = 0;
+    if (mp_array(&m->body, &items, &n) < 0) {
+        s_bad(srv, p, m, "body must be an array of task ids");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id;
+        if (mp_u64(&items[i], &id) < 0 || id == 0) {
+            bad++;
+            continue;
+        }
+        sched_replica_add(srv->sched, p->w, id);
+    }
+    if (bad)
+        s_bad(srv, p, m, "%zu of %zu items are not task ids", bad, n);
 }
 
 /* PAUSE {"paused": bool}: a worker over its memory target takes no new

@@ -2746,6 +2746,29 @@ size_t sched_steal(sched_t *s, size_t max)
     return asked;
 }
 
+int sched_replica_add(sched_t *s, sched_worker_t *w, uint64_t id)
+{
+    sched_task_t *t = tmap_get(s->tasks, id);
+    task_ext_t *e = t && t->state == TS_MEMORY ? s_ext(s, t) : NULL;
+    /* Wanted: not lost (a copy of a result being computed again would be
+     * of an older run), and not only held by kept results for its record. */
+    int wanted = e && e->nwho > 0 &&
+                 !((t->flags & TF_RELEASED) && e->nkeepers >= t->nholders);
+    if (wanted && !w->removing) {
+        if (s_hold_add(s, t, e, w) == 0) {
+            s->st.replicas++;
+            return 1;
+        }
+        if (s->ops.wfree)
+            s->ops.wfree(s->ctx, w->user, id);
+        errno = ENOMEM;
+        return -1;
+    }
+    if (s->ops.wfree && !w->removing)
+        s->ops.wfree(s->ctx, w->user, id);
+    return 0;
+}
+
 int sched_steal_reply(sched_t *s, sched_worker_t *w, uint64_t id, int ok)
 {
     sched_task_t *t = tmap_get(s->tasks, id);

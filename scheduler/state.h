@@ -313,6 +313,17 @@ size_t sched_steal(sched_t *s, size_t max);
 int sched_steal_reply(sched_t *s, sched_worker_t *w, uint64_t id, int ok);
 
 /*
+ * Worker w now keeps a copy of result id, fetched from a peer for a task of
+ * its own (HAVE).  While the result is kept on workers and its bytes are
+ * still wanted (a client future or a pending task), w becomes one more
+ * holder: placement counts the copy, peers may fetch from it, and it
+ * outlives its first holder.  Otherwise (released, lost and being computed
+ * again, unknown) w is told to drop it (wfree).  Returns 1 if recorded,
+ * 0 if w was told to drop it, -1 (ENOMEM: also told to drop it).
+ */
+int sched_replica_add(sched_t *s, sched_worker_t *w, uint64_t id);
+
+/*
  * Hints for handlers of batches: start loading what a sched_* call for task
  * id will touch, a few items before that call, so that the cache misses of
  * the next items overlap with the work on this one.  sched_prefetch loads
@@ -376,6 +387,7 @@ typedef struct sched_stats {
     uint64_t stolen;       /* tasks given back by a STEAL */
     uint64_t dropped;      /* released results whose bytes were freed while
                             * kept results still hold their records */
+    uint64_t replicas;     /* copies recorded as holders (HAVE) */
 } sched_stats_t;
 void sched_get_stats(const sched_t *s, sched_stats_t *out);
 

@@ -177,6 +177,60 @@ START_TEST(test_holder_killed_recomputed)
 }
 END_TEST
 
+/* A worker that fetched an input keeps the copy and the scheduler counts it
+ * as a holder: when the first holder is killed, the copy serves, and
+ * nothing is computed again. */
+START_TEST(test_fetched_copy_survives_holder)
+{
+    cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 1);
+    shoal_client_t *c = cl->client;
+    shoal_future_t *a = SUB_I(c, "bytes", NULL, 200000);
+    shoal_future_t *b = SUB_I(c, "bytes", NULL, 300000);
+    ck_assert_int_eq(e2e_wait_done(a, E2E_WAIT), 0);
+    ck_assert_int_eq(e2e_wait_done(b, E2E_WAIT), 0);
+    int ia = s_worker_index(cl, shoal_future_worker(a));
+    int ib = s_worker_index(cl, shoal_future_worker(b));
+    ck_assert_int_ge(ia, 0);
+    ck_assert_int_eq(ib, 1 - ia);
+    /* Runs where most input bytes are (b's worker) and fetches a there. */
+    shoal_future_t *s = SUB_F(c, "checksum", NULL, a, b);
+    ck_assert_uint_eq(s_u64(s), s_pattern_sum(200000));
+    shoal_release(s);
+    /* The copy is reported: b's worker stores both. */
+    shoal_status_info_t st;
+    uint64_t stored_b = 0, done_b = 0;
+    double t0 = e2e_now();
+    for (;;) {
+        STATUS(c, &st);
+        for (int i = 0; i < st.nworkers; i++) {
+            if (strcmp(st.workers[i].name, cl->worker_name[ib]) == 0) {
+                stored_b = st.workers[i].stored_bytes;
+                done_b = st.workers[i].completed;
+            }
+        }
+        shoal_status_free(&st);
+        if (stored_b >= 500000 || e2e_now() - t0 > 10)
+            break;
+        e2e_sleep(0.05);
+    }
+    ck_assert_uint_ge(stored_b, 500000);
+    ck_assert_int_eq(cluster_signal_worker(cl, ia, SIGKILL, 1), 0);
+    /* a's dependent runs on the copy: b's worker completes it alone. */
+    shoal_future_t *s2 = SUB_F(c, "checksum", NULL, a);
+    ck_assert_uint_eq(s_u64(s2), s_pattern_sum(200000));
+    ck_assert_int_eq(s_worker_index(cl, shoal_future_worker(s2)), ib);
+    s_check_bytes(a, 200000);
+    STATUS(c, &st);
+    ck_assert_int_eq(st.nworkers, 1);
+    ck_assert_uint_eq(st.workers[0].completed, done_b + 1); /* a was not run again */
+    shoal_status_free(&st);
+    shoal_release(s2);
+    shoal_release(a);
+    shoal_release(b);
+    cluster_stop(cl);
+}
+END_TEST
+
 START_TEST(test_gather_large)
 {
     cluster_t *cl = CLUSTER(.nworkers = 2, .nthreads = 2);
@@ -357,6 +411,7 @@ static Suite *s_suite(void)
     e2e_add(tc, test_deps_across_workers);
     e2e_add(tc, test_chain_frees_intermediates);
     e2e_add(tc, test_holder_killed_recomputed);
+    e2e_add(tc, test_fetched_copy_survives_holder);
     e2e_add(tc, test_gather_large);
     e2e_add(tc, test_scatter_and_broadcast);
     e2e_add(tc, test_spill_and_read_back);

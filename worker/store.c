@@ -426,10 +426,7 @@ void store_unuse(store_t *s, uint64_t id, const store_buf_t *b)
      * meanwhile: e->buf == b means it is the very entry that was used. */
     if (!e || e->buf != b || e->users == 0)
         return;
-    if (--e->users == 0 && e->origin == STORE_FETCHED) {
-        u64map_del(s->map, id);
-        s_entry_free(s, e);
-    }
+    --e->users;
 }
 
 int store_remove(store_t *s, uint64_t id)

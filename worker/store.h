@@ -5,7 +5,7 @@
  * reference-counted buffer.  Results larger than PROTO_INLINE_MAX that this
  * worker computed, results fetched from peers for the tasks queued here, and
  * data clients PUT on the data endpoint live here until the scheduler says
- * FREE (fetched copies: until no task here needs them any more).
+ * FREE.
  *
  * Threads: the store itself (map, LRU list, spilling, byte counts) belongs to
  * the worker's loop thread and is not thread-safe.  Buffers are shared: an
@@ -51,8 +51,8 @@ void store_buf_unref(store_buf_t *b);
  * Runs on a ZeroMQ I/O thread. */
 void store_buf_zmq_free(void *data, void *hint);
 
-/* Where an entry came from: fetched copies are dropped as soon as no task
- * here needs them (the scheduler does not know this worker has them). */
+/* Where an entry came from (all stay until store_remove: the scheduler's
+ * FREE). */
 enum { STORE_COMPUTED = 1, STORE_FETCHED = 2, STORE_PUT = 3 };
 
 typedef struct store store_t;
@@ -93,8 +93,8 @@ uint64_t store_nbytes(const store_t *s, uint64_t id);
 store_buf_t *store_get(store_t *s, uint64_t id);
 
 /* Count a task that needs the entry `id` whose buffer is `b` (b from
- * store_get).  store_unuse undoes it; when a fetched entry has no users left
- * it is dropped.  Both ignore an entry that is gone or was replaced since. */
+ * store_get).  store_unuse undoes it.  Both ignore an entry that is gone or
+ * was replaced since. */
 void store_use(store_t *s, uint64_t id, const store_buf_t *b);
 void store_unuse(store_t *s, uint64_t id, const store_buf_t *b);
 

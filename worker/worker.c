@@ -24,9 +24,9 @@
  *
  * Stored results (docs/DATAPLANE.md): results over PROTO_INLINE_MAX packed
  * bytes are kept here and only their size goes to the scheduler; data PUT by
- * clients is kept too; both stay until the scheduler's FREE.  Inputs fetched
- * from peers are kept only while a task here needs them (the scheduler does
- * not know this worker has a copy, so nothing would ever FREE it).
+ * clients is kept too, and so are inputs fetched from peers (the scheduler
+ * learns of each copy from HAVE and counts this worker as one more holder);
+ * all stay until the scheduler's FREE.
  */
 #define _GNU_SOURCE
 #include "worker.h"
@@ -124,6 +124,7 @@ typedef struct worker {
     dataserv_t *data;
     fetch_t *fetch;
     proto_batch_t done;          /* TASK_DONE items not sent yet */
+    proto_batch_t have;          /* HAVE: fetched copies kept, not told yet */
     ev_async wake;               /* executors -> loop: done queue non-empty */
     pthread_t loop_thread;       /* the thread running the loop */
     int drain_now;               /* an inline run filled the done queue */
@@ -198,6 +199,10 @@ static void s_notify(void *arg)
 
 static void s_flush(worker_t *w)
 {
+    /* Copies first: the scheduler records them before the outcomes of the
+     * tasks that used them, which may end their last use. */
+    if (proto_batch_count(&w->have) > 0 && proto_batch_send(&w->have, w->sock, NULL, 0) < 0)
+        log_err("sending HAVE failed: %s", zmq_strerror(errno));
     if (proto_batch_count(&w->done) == 0)
         return;
     if (proto_batch_send(&w->done, w->sock, NULL, 0) < 0)
@@ -548,8 +553,12 @@ static void s_on_fetched(void *arg, uint64_t id, store_buf_t *buf,
             log_debug("result %llu arrived here while it was fetched: copy used uncached",
                       (unsigned long long)id);
         } else if (store_put(w->store, id, buf, STORE_FETCHED) == 0) {
+            /* Kept like a result of our own, until the scheduler's FREE: it
+             * learns of the copy from HAVE and counts this worker as one
+             * more holder (or answers FREE if nothing wants it). */
             stored = 1;
             w->mem_dirty = 1;
+            msgpack_pack_uint64(proto_batch_add(&w->have), id);
         } else {
             log_warn("out of memory storing fetched result %llu: used uncached",
                      (unsigned long long)id);
@@ -1476,6 +1485,7 @@ int worker_run(const worker_config_t *cfg)
     w->cfg = cfg;
     w->statm_fd = -1;
     proto_batch_init(&w->done, MSG_TASK_DONE);
+    proto_batch_init(&w->have, MSG_HAVE);
     s_malloc_tune(cfg->memory_limit);
 
     memset(&sa, 0, sizeof(sa));
@@ -1625,6 +1635,7 @@ out:
     s_data_plane_stop(w);
     u64map_destroy(w->jobs);
     proto_batch_destroy(&w->done);
+    proto_batch_destroy(&w->have);
     if (w->sock)
         zmq_close(w->sock);
     if (w->zctx)

@@ -1286,6 +1286,57 @@ START_TEST(test_kept_chain_frees_intermediates)
 }
 END_TEST
 
+/* Copies fetched by workers become holders (HAVE); unwanted ones get FREE. */
+START_TEST(test_replicas)
+{
+    data_workers(3);
+    sched_worker_set_paused(S, DW2, 1);
+    sched_worker_set_paused(S, DW3, 1);
+    uint64_t a = TID(1);
+    ck_assert_int_eq(submit(a, 0), 0);
+    sched_place(S);
+    finish_kept(a, 500000);
+    /* B runs on w2 (w1 paused now), fetches A there and keeps the copy. */
+    sched_worker_set_paused(S, DW1, 1);
+    sched_worker_set_paused(S, DW2, 0);
+    ck_assert_int_eq(submit_full(TID(2), "g", &a, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_ptr_eq(DWOF(find(EV_COMPUTE, TID(2))), DW2);
+    ck_assert_int_eq(sched_replica_add(S, DW2, a), 1);
+    ck_assert_int_eq(sched_replica_add(S, DW2, a), 1); /* twice: still one holder */
+    size_t nh;
+    sched_holders_of(S, a, &nh);
+    ck_assert_uint_eq(nh, 2);
+    ck_assert_uint_eq(sched_worker_stored(DW2), 500000);
+    ck_assert_int_eq(sched_task_done(S, DW2, TID(2), TASK_OK, "x", 1, 10), 0);
+    /* Copies of unknown results are dropped at once. */
+    clear();
+    ck_assert_int_eq(sched_replica_add(S, DW3, TID(99)), 0);
+    ck_assert_uint_eq(count_ev(EV_FREE, TID(99), &DU3), 1);
+
+    /* The first holder dies: the copy keeps A in memory, nothing recomputed. */
+    sched_worker_remove(S, DW1, 1);
+    DW1 = NULL;
+    ck_assert_int_eq(sched_state_of(S, a), TS_MEMORY);
+    ck_assert_ptr_eq(sched_holders_of(S, a, &nh)[0], DW2);
+    ck_assert_uint_eq(nh, 1);
+    ck_assert_uint_eq(count_kind(EV_COMPUTE), 0);
+    sched_stats_t st;
+    sched_get_stats(S, &st);
+    ck_assert_uint_eq(st.requeued, 0);
+    ck_assert_uint_eq(st.replicas, 2);
+
+    /* Released: FREE goes to the copy's worker too. */
+    ck_assert_int_eq(sched_release(S, C, a), 0);
+    ck_assert_uint_eq(count_ev(EV_FREE, a, &DU2), 1);
+    ck_assert_int_eq(sched_state_of(S, a), TS_FORGOTTEN);
+    ck_assert_uint_eq(sched_worker_stored(DW2), 0);
+    /* A copy announced after that is dropped. */
+    ck_assert_int_eq(sched_replica_add(S, DW3, a), 0);
+    ck_assert_uint_eq(count_ev(EV_FREE, a, &DU3), 1);
+}
+END_TEST
+
 START_TEST(test_scatter_lost_fails)
 {
     data_workers(2);
@@ -1709,6 +1760,7 @@ Suite *state_suite(void)
     tcase_add_test(tc, test_kept_free_on_release);
     tcase_add_test(tc, test_kept_lost_recomputed);
     tcase_add_test(tc, test_kept_chain_frees_intermediates);
+    tcase_add_test(tc, test_replicas);
     tcase_add_test(tc, test_scatter_lost_fails);
     tcase_add_test(tc, test_task_missing_and_pause);
     tcase_add_test(tc, test_refetch);

@@ -119,6 +119,9 @@ static int s_pauses[2];      /* PAUSE false, PAUSE true seen */
 
 /* Handle one message from a worker: TASK_DONE recorded, HEARTBEAT echoed,
  * PAUSE counted; others are left to the caller (returns 1), else 0. */
+/* HAVE messages seen, per id. */
+static unsigned s_have[MAX_ID];
+
 static int s_absorb(fake_t *f, proto_msg_t *m)
 {
     if (m->hdr.type == MSG_HEARTBEAT) {
@@ -131,6 +134,18 @@ static int s_absorb(fake_t *f, proto_msg_t *m)
         int v = -1;
         ck_assert(o && mp_bool(o, &v) == 0);
         s_pauses[v ? 1 : 0]++;
+        return 0;
+    }
+    if (m->hdr.type == MSG_HAVE) {
+        const msgpack_object *ids;
+        size_t n, k;
+        ck_assert_int_eq(mp_array(&m->body, &ids, &n), 0);
+        for (k = 0; k < n; k++) {
+            uint64_t id;
+            ck_assert_int_eq(mp_u64(&ids[k], &id), 0);
+            ck_assert_uint_lt(id, MAX_ID);
+            s_have[id]++;
+        }
         return 0;
     }
     if (m->hdr.type != MSG_TASK_DONE)
@@ -471,8 +486,8 @@ END_TEST
 /*
  * Worker B runs tasks whose input is held by worker A: it fetches it (the
  * checksum proves the bytes), fetches once for several tasks, accepts the
- * old [id, bin] and the new inline form, and drops its fetched copy once the
- * tasks are done.  A holder that is gone fails over to the next at once.
+ * old [id, bin] and the new inline form, keeps its fetched copy (HAVE) until
+ * FREE.  A holder that is gone fails over to the next at once.
  */
 START_TEST(data_fetch_from_peer_and_failover)
 {
@@ -489,6 +504,7 @@ START_TEST(data_fetch_from_peer_and_failover)
     double t0;
 
     memset(s_done, 0, sizeof(s_done));
+    memset(s_have, 0, sizeof(s_have));
     s_fake_open(&f);
     pa = s_worker(&f, &a, 1, "fa", NULL);
     pb = s_worker(&f, &bw, 2, "fb", NULL);
@@ -534,11 +550,26 @@ START_TEST(data_fetch_from_peer_and_failover)
     ck_assert_uint_eq(s_u64_result(&s_done[12]), 6);
     ck_assert_uint_eq(s_u64_result(&s_done[13]), 9);
 
-    /* B's copy was for those tasks only: the scheduler does not know of it. */
+    /* B fetched 1 once for the three tasks, keeps the copy, says so with
+     * HAVE before those tasks' TASK_DONE, serves it to peers, and drops it
+     * on FREE. */
+    ck_assert_uint_eq(s_have[1], 1);
     d = s_dealer(&f, bw.data);
     s_get(d, 1, (const uint64_t[]){1}, 1, &m);
-    ck_assert_int_eq(s_item_found(&m, 0, 1, &nb), 0);
+    ck_assert_int_eq(s_item_found(&m, 0, 1, &nb), 1);
     proto_msg_close(&m);
+    s_send_ids(&f, &bw, MSG_FREE, (const uint64_t[]){1}, 1);
+    t0 = util_now();
+    for (;;) {
+        int found;
+        s_get(d, 2, (const uint64_t[]){1}, 1, &m);
+        found = s_item_found(&m, 0, 1, &nb);
+        proto_msg_close(&m);
+        if (!found)
+            break;
+        ck_assert_msg(util_now() - t0 < 5.0, "FREE of the fetched copy not applied");
+        s_pump(&f, 20);
+    }
     zmq_close(d);
 
     /* First holder refuses connections: B goes on to A at once. */
