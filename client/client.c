@@ -952,9 +952,11 @@ static void *s_io_main(void *arg)
                 c->driver = DRIVER_IO;
                 break;
             }
+            /* While a caller holds the token (it may sleep in its poll
+             * for long, waiting on a long task), look less often. */
             uint64_t seq = c->drive_seq;
             struct timespec park;
-            client_abstime(CLIENT_PARK, &park);
+            client_abstime(c->driver == DRIVER_FREE ? CLIENT_PARK : CLIENT_PARK_HELD, &park);
             pthread_cond_timedwait(&c->io_cond, &c->mu, &park);
             if (c->driver == DRIVER_FREE && c->drive_seq == seq) {
                 c->driver = DRIVER_IO; /* callers left it alone: back to us */

@@ -94,6 +94,8 @@ typedef struct u64vec {
 /* The I/O thread takes the free driver token back after callers have left
  * it alone this long (seconds). */
 #define CLIENT_PARK 0.002
+/* ...and looks again this often while a caller holds it. */
+#define CLIENT_PARK_HELD 0.02
 enum { DRIVER_FREE = 0, DRIVER_IO = 1, DRIVER_CALLER = 2 };
 
 typedef struct subbatch {
