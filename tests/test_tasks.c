@@ -656,6 +656,82 @@ START_TEST(test_threads_share_client)
 }
 END_TEST
 
+/* One sequential submit -> result -> release loop per thread. */
+typedef struct s_rt {
+    shoal_client_t *c;
+    int base, bad;
+    char why[640];
+} s_rt_t;
+
+static void *s_rt_thread(void *arg)
+{
+    s_rt_t *t = arg;
+    shoal_error_t err;
+    for (int i = 0; i < 200 && !t->bad; i++) {
+        shoal_future_t *f = SUB_I(t->c, "inc", NULL, t->base + i);
+        int64_t r = 0;
+        if (shoal_result_i64(f, 60.0, &r, &err) < 0 || r != t->base + i + 1) {
+            t->bad++;
+            snprintf(t->why, sizeof t->why, "round trip %d: %s (r=%lld)", i, err.msg,
+                     (long long)r);
+        }
+        shoal_release(f);
+    }
+    return NULL;
+}
+
+typedef struct s_canceller {
+    pthread_t th[4];
+    shoal_future_t *slow;
+} s_canceller_t;
+
+/* Join the round-trip threads, then cancel the slow task. */
+static void *s_cancel_after(void *arg)
+{
+    s_canceller_t *k = arg;
+    for (int i = 0; i < 4; i++)
+        pthread_join(k->th[i], NULL);
+    shoal_cancel(k->slow);
+    return NULL;
+}
+
+/* The socket belongs to whichever thread waits (client_int.h, "Who drives
+ * the socket"): threads that take turns at it, and one that holds it while
+ * it waits on a task that will not finish by itself, must not starve each
+ * other.  The main thread waits on a 120-second task; meanwhile four
+ * threads run 200 sequential round trips each, and only once they are all
+ * done is the task cancelled, which is what ends the main thread's wait.
+ * If the waiting thread starved the others, its wait would time out. */
+START_TEST(test_threads_round_trips_while_one_waits)
+{
+    cluster_t *cl = s_cluster();
+    shoal_client_t *c = cl->client;
+    shoal_future_t *slow = SUB_SLOW(c, 0, 120.0, NULL);
+    s_canceller_t k = {.slow = slow};
+    pthread_t canceller;
+    s_rt_t st[4];
+    shoal_error_t err;
+    const void *data;
+    size_t len;
+
+    for (int i = 0; i < 4; i++) {
+        st[i] = (s_rt_t){.c = c, .base = i * 100000};
+        ck_assert_int_eq(pthread_create(&k.th[i], NULL, s_rt_thread, &st[i]), 0);
+    }
+    ck_assert_int_eq(pthread_create(&canceller, NULL, s_cancel_after, &k), 0);
+    errno = 0;
+    ck_assert_int_eq(shoal_result(slow, 60.0, &data, &len, &err), -1);
+    ck_assert_int_ne(errno, ETIMEDOUT);
+    ck_assert_int_eq(shoal_future_status(slow), SHOAL_CANCELLED);
+    pthread_join(canceller, NULL);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(st[i].bad == 0, "thread %d: %s", i, st[i].why);
+    shoal_release(slow);
+    ck_assert_uint_eq(e2e_wait_total(c, 0, 10.0), 0);
+    cluster_stop(cl);
+}
+END_TEST
+
 /* Higher priority runs first.  One worker with one thread is kept busy by a
  * slow task while low- then high-priority tasks queue up; once it is free,
  * the high ones must come before nearly all the low ones.  The slack allows
@@ -740,6 +816,7 @@ static Suite *s_suite(void)
     e2e_add(tc, test_release_100k);
     e2e_add(tc, test_disconnect_releases);
     e2e_add(tc, test_threads_share_client);
+    e2e_add(tc, test_threads_round_trips_while_one_waits);
     suite_add_tcase(s, tc);
     return s;
 }

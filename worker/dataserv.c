@@ -219,7 +219,7 @@ static void s_on_put(dataserv_t *d, proto_msg_t *m)
     }
     for (i = 0; i < n; i++) {
         store_buf_t *b = store_buf_from_zmsg(&m->frames[i]);
-        if (!b || store_put(d->cfg.store, ids[i], b, STORE_PUT) < 0) {
+        if (!b || store_put(d->cfg.store, ids[i], b) < 0) {
             /* All or nothing: the client retries elsewhere or reports. */
             store_buf_unref(b);
             for (k = 0; k < i; k++)

@@ -31,8 +31,6 @@ typedef struct entry {
     uint64_t id;
     uint64_t nbytes;
     store_buf_t *buf;            /* NULL: spilled */
-    int origin;                  /* STORE_* */
-    uint32_t users;              /* tasks here that need it (store_use) */
     struct entry *prev, *next;   /* LRU list, while in memory */
 } entry_t;
 
@@ -342,7 +340,7 @@ void store_destroy(store_t *s)
     free(s);
 }
 
-int store_put(store_t *s, uint64_t id, store_buf_t *buf, int origin)
+int store_put(store_t *s, uint64_t id, store_buf_t *buf)
 {
     entry_t *e, *old;
 
@@ -357,7 +355,6 @@ int store_put(store_t *s, uint64_t id, store_buf_t *buf, int origin)
     e->id = id;
     e->nbytes = buf->len;
     e->buf = buf;
-    e->origin = origin;
     old = u64map_get(s->map, id);
     if (u64map_put(s->map, id, e) < 0) {
         free(e);
@@ -408,25 +405,6 @@ store_buf_t *store_get(store_t *s, uint64_t id)
         s_lru_append(s, e);
     }
     return store_buf_ref(e->buf);
-}
-
-void store_use(store_t *s, uint64_t id, const store_buf_t *b)
-{
-    entry_t *e = id ? u64map_get(s->map, id) : NULL;
-
-    if (e && e->buf == b)
-        e->users++;
-}
-
-void store_unuse(store_t *s, uint64_t id, const store_buf_t *b)
-{
-    entry_t *e = id ? u64map_get(s->map, id) : NULL;
-
-    /* A user holds a reference, so the entry cannot have been spilled
-     * meanwhile: e->buf == b means it is the very entry that was used. */
-    if (!e || e->buf != b || e->users == 0)
-        return;
-    --e->users;
 }
 
 int store_remove(store_t *s, uint64_t id)

@@ -51,9 +51,6 @@ void store_buf_unref(store_buf_t *b);
  * Runs on a ZeroMQ I/O thread. */
 void store_buf_zmq_free(void *data, void *hint);
 
-/* Where an entry came from (all stay until store_remove: the scheduler's
- * FREE). */
-enum { STORE_COMPUTED = 1, STORE_FETCHED = 2, STORE_PUT = 3 };
 
 typedef struct store store_t;
 
@@ -78,7 +75,7 @@ void store_destroy(store_t *s);
 /* Store `buf` under `id` (id != 0), taking over the caller's reference, as
  * the most recently used entry.  An entry already under `id` is replaced.
  * 0, or -1 with errno (ENOMEM, EINVAL): the caller keeps its reference. */
-int store_put(store_t *s, uint64_t id, store_buf_t *buf, int origin);
+int store_put(store_t *s, uint64_t id, store_buf_t *buf);
 
 /* Non-zero if `id` is stored (in memory or spilled). */
 int store_has(const store_t *s, uint64_t id);
@@ -92,11 +89,6 @@ uint64_t store_nbytes(const store_t *s, uint64_t id);
  * when its file is damaged). */
 store_buf_t *store_get(store_t *s, uint64_t id);
 
-/* Count a task that needs the entry `id` whose buffer is `b` (b from
- * store_get).  store_unuse undoes it.  Both ignore an entry that is gone or
- * was replaced since. */
-void store_use(store_t *s, uint64_t id, const store_buf_t *b);
-void store_unuse(store_t *s, uint64_t id, const store_buf_t *b);
 
 /* Drop `id` (memory and spill file).  1 if it was there, else 0. */
 int store_remove(store_t *s, uint64_t id);

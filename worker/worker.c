@@ -468,7 +468,7 @@ static void s_waiting_remove(worker_t *w, wjob_t *j)
 }
 
 /* Give back the stored inputs a job holds. */
-static void s_unpin(worker_t *w, wjob_t *j)
+static void s_unpin(wjob_t *j)
 {
     size_t i;
 
@@ -477,7 +477,6 @@ static void s_unpin(worker_t *w, wjob_t *j)
     for (i = 0; i < j->pj.ndeps; i++) {
         if (!j->pins[i])
             continue;
-        store_unuse(w->store, j->pj.deps[i].id, j->pins[i]);
         store_buf_unref(j->pins[i]);
         j->pins[i] = NULL;
     }
@@ -495,7 +494,7 @@ static void s_job_free(worker_t *w, wjob_t *j)
                 fetch_unwant(w->fetch, j->pj.deps[i].id, j);
         s_waiting_remove(w, j);
     }
-    s_unpin(w, j);
+    s_unpin(j);
     if (u64map_get(w->jobs, j->pj.id) == j)
         u64map_del(w->jobs, j->pj.id);
     free(j->pj.out);
@@ -546,13 +545,12 @@ static void s_on_fetched(void *arg, uint64_t id, store_buf_t *buf,
 
     if (buf) {
         /* The store takes our reference; each waiting job takes its own.  If
-         * the id arrived here meanwhile (computed, PUT), that entry stays:
-         * a fetched copy would be dropped after use, and with it what the
-         * scheduler believes this worker holds. */
+         * the id arrived here meanwhile (computed, PUT), that entry stays and
+         * the copy is used for these jobs only. */
         if (store_has(w->store, id)) {
             log_debug("result %llu arrived here while it was fetched: copy used uncached",
                       (unsigned long long)id);
-        } else if (store_put(w->store, id, buf, STORE_FETCHED) == 0) {
+        } else if (store_put(w->store, id, buf) == 0) {
             /* Kept like a result of our own, until the scheduler's FREE: it
              * learns of the copy from HAVE and counts this worker as one
              * more holder (or answers FREE if nothing wants it). */
@@ -572,8 +570,6 @@ static void s_on_fetched(void *arg, uint64_t id, store_buf_t *buf,
             j->pins[k] = store_buf_ref(buf);
             j->pj.deps[k].data = buf->data;
             j->pj.deps[k].len = buf->len;
-            if (stored)
-                store_use(w->store, id, buf);
         } else {
             j->nlost++;
         }
@@ -598,7 +594,7 @@ static void s_keep_result(worker_t *w, pool_job_t *j)
 {
     store_buf_t *b = store_buf_from_malloc(j->out, j->out_len);
 
-    if (!b || store_put(w->store, j->id, b, STORE_COMPUTED) < 0) {
+    if (!b || store_put(w->store, j->id, b) < 0) {
         if (b) {
             b->data = NULL;       /* still owned by the job */
             store_buf_unref(b);
@@ -625,7 +621,7 @@ static void s_drain_done(worker_t *w)
         if (x && x != j)
             u64map_put(w->jobs, j->id, x);
         if (wj->pins)
-            s_unpin(w, wj);
+            s_unpin(wj);
         if (!__atomic_load_n(&j->cancelled, __ATOMIC_ACQUIRE)) {
             if (j->status == TASK_OK && j->out_len > PROTO_INLINE_MAX)
                 s_keep_result(w, j);
@@ -931,7 +927,6 @@ static wjob_t *s_compute_item(worker_t *w, const msgpack_object *item)
             j->pins[i] = b;
             dv[i].data = b->data;
             dv[i].len = b->len;
-            store_use(w->store, did, b);
             continue;
         }
         if (s_want_input(w, j, (uint32_t)i, nb, holders, nh) < 0) {

@@ -87,8 +87,8 @@ START_TEST(store_put_get_remove)
     store_stats_t st;
 
     ck_assert_ptr_nonnull(s);
-    ck_assert_int_eq(store_put(s, 1, s_buf(100, 'a'), STORE_COMPUTED), 0);
-    ck_assert_int_eq(store_put(s, 2, s_buf(200, 'b'), STORE_PUT), 0);
+    ck_assert_int_eq(store_put(s, 1, s_buf(100, 'a')), 0);
+    ck_assert_int_eq(store_put(s, 2, s_buf(200, 'b')), 0);
     ck_assert(store_has(s, 1) && store_has(s, 2) && !store_has(s, 3));
     ck_assert_uint_eq(store_nbytes(s, 2), 200);
     store_stats(s, &st);
@@ -111,7 +111,7 @@ START_TEST(store_put_get_remove)
     store_buf_unref(b);
 
     /* Replacing an entry. */
-    ck_assert_int_eq(store_put(s, 2, s_buf(50, 'c'), STORE_COMPUTED), 0);
+    ck_assert_int_eq(store_put(s, 2, s_buf(50, 'c')), 0);
     store_stats(s, &st);
     ck_assert_uint_eq(st.entries, 1);
     ck_assert_uint_eq(st.mem_bytes, 50);
@@ -121,7 +121,7 @@ START_TEST(store_put_get_remove)
 
     errno = 0;
     b = s_buf(1, 'x');
-    ck_assert_int_eq(store_put(s, 0, b, STORE_PUT), -1);
+    ck_assert_int_eq(store_put(s, 0, b), -1);
     ck_assert_int_eq(errno, EINVAL);
     store_buf_unref(b);
     store_destroy(s);
@@ -139,7 +139,7 @@ START_TEST(store_spill_lru_and_read_back)
     uint64_t id;
 
     for (id = 1; id <= 5; id++)
-        ck_assert_int_eq(store_put(s, id, s_buf(100, (int)('0' + id)), STORE_COMPUTED), 0);
+        ck_assert_int_eq(store_put(s, id, s_buf(100, (int)('0' + id))), 0);
     /* Nothing spills before store_maintain; the spill directory does not
      * exist until the first spill. */
     ck_assert_int_eq(stat(s_spill, &sb), -1);
@@ -191,7 +191,7 @@ START_TEST(store_damaged_spill_file)
     char path[PATH_MAX];
     FILE *f;
 
-    ck_assert_int_eq(store_put(s, 7, s_buf(100, 'z'), STORE_COMPUTED), 0);
+    ck_assert_int_eq(store_put(s, 7, s_buf(100, 'z')), 0);
     ck_assert_int_eq(store_maintain(s), 1);
     util_fmt(path, sizeof(path), "%s/7", s_spill);
     f = fopen(path, "w");
@@ -212,47 +212,31 @@ START_TEST(store_entries_outlive_their_users)
     store_t *s = store_create(s_spill, 0);
     store_buf_t *b1, *b2, *c;
 
-    /* Fetched copies stay after their last user: the scheduler counts this
-     * worker as a holder and says FREE. */
-    ck_assert_int_eq(store_put(s, 1, s_buf(10, 'f'), STORE_FETCHED), 0);
+    /* Entries (computed, PUT, fetched copies alike) stay after the last
+     * reference taken from them is dropped: only store_remove (the
+     * scheduler's FREE) drops them. */
+    ck_assert_int_eq(store_put(s, 1, s_buf(10, 'f')), 0);
     b1 = store_get(s, 1);
-    store_use(s, 1, b1);
     b2 = store_get(s, 1);
-    store_use(s, 1, b2);
-    store_unuse(s, 1, b1);
     store_buf_unref(b1);
-    ck_assert(store_has(s, 1));
-    store_unuse(s, 1, b2);
     store_buf_unref(b2);
     ck_assert(store_has(s, 1));
     ck_assert_int_eq(store_remove(s, 1), 1);
     ck_assert(!store_has(s, 1));
+    ck_assert_int_eq(store_remove(s, 1), 0);
 
-    /* Computed (or PUT) entries stay after their last user. */
-    ck_assert_int_eq(store_put(s, 2, s_buf(10, 'c'), STORE_COMPUTED), 0);
-    b1 = store_get(s, 2);
-    store_use(s, 2, b1);
-    store_unuse(s, 2, b1);
-    store_buf_unref(b1);
-    ck_assert(store_has(s, 2));
-
-    /* A user of a replaced entry does not touch its successor. */
-    ck_assert_int_eq(store_put(s, 3, s_buf(10, 'o'), STORE_FETCHED), 0);
+    /* A reference to a removed entry keeps its bytes, and a new entry under
+     * the same id is independent of it. */
+    ck_assert_int_eq(store_put(s, 3, s_buf(10, 'o')), 0);
     b1 = store_get(s, 3);
-    store_use(s, 3, b1);
     ck_assert_int_eq(store_remove(s, 3), 1);
-    ck_assert_int_eq(store_put(s, 3, s_buf(10, 'n'), STORE_FETCHED), 0);
-    c = store_get(s, 3);
-    store_use(s, 3, c);
-    store_unuse(s, 3, b1);
+    ck_assert_int_eq(store_put(s, 3, s_buf(10, 'n')), 0);
+    ck_assert(s_all(b1, 'o'));
     store_buf_unref(b1);
-    ck_assert(store_has(s, 3));
-    store_unuse(s, 3, c);
-    store_buf_unref(c);
-    ck_assert(store_has(s, 3));
     c = store_get(s, 3);
-    ck_assert_int_eq(((const char *)c->data)[0], 'n');
+    ck_assert(s_all(c, 'n'));
     store_buf_unref(c);
+    ck_assert(store_has(s, 3));
     store_destroy(s);
 }
 END_TEST
@@ -280,7 +264,7 @@ START_TEST(store_zmsg_buffers_and_threads)
     zmq_msg_close(&msg);
     ck_assert_uint_eq(b->len, 1 << 20);
     ck_assert(s_all(b, 'q'));
-    ck_assert_int_eq(store_put(s, 9, b, STORE_FETCHED), 0);
+    ck_assert_int_eq(store_put(s, 9, b), 0);
     /* Eight references dropped concurrently, as ZeroMQ's I/O thread and
      * executors do; the store's own goes last. */
     for (i = 0; i < 8; i++) {
