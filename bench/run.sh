@@ -267,6 +267,10 @@ if shoal_up main 2; then
         run shoal throughput $SB "$S_ADDR" throughput --n "$n" --reps "$S_REPS"
     done
     run shoal latency $SB "$S_ADDR" latency --n "$S_LAT"
+    # The same with the client's busy-polling off: what a client that
+    # sleeps while it waits gets (a diagnostic row).
+    run shoal latency-nospin env SHOAL_SPIN_US=0 $SB "$S_ADDR" latency --n "$S_LAT" \
+        --label nospin
     run shoal tree $SB "$S_ADDR" tree --leaves "$S_LEAVES" --reps "$S_TREE_REPS"
     run shoal pi $SB "$S_ADDR" pi --darts "$S_DARTS" --tasks "$PI_TASKS" \
         --library build/examples/libpi.so

@@ -6,6 +6,10 @@
  *
  *   round trip  N ping-pongs of one small message DEALER -> ROUTER -> DEALER
  *               (median, p99 microseconds), after N/10 unmeasured ones
+ *   busy round trip
+ *               the same with the DEALER side busy-polling for the answer
+ *               (non-blocking receive and sched_yield, as a waiting shoal
+ *               client does: client.c, "Busy-polling")
  *   one-way     M small messages DEALER -> ROUTER as fast as they go
  *               (messages per second, timed at the receiver)
  *
@@ -16,6 +20,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +66,8 @@ static void *s_server(void *arg)
     char id[256], buf[MAX_SIZE];
     int idlen = 0;
 
-    /* Echo the warm-up and the measured round trips. */
-    for (long i = 0; i < s->rt + s->rt / 10; i++) {
+    /* Echo the warm-up and the measured round trips, both kinds. */
+    for (long i = 0; i < 2 * (s->rt + s->rt / 10); i++) {
         if ((idlen = s_recv2(s->sock, id, sizeof id, buf, sizeof buf)) < 0 ||
             zmq_send(s->sock, id, (size_t)idlen, ZMQ_SNDMORE) < 0 ||
             zmq_send(s->sock, buf, 1, 0) < 0)
@@ -100,7 +105,7 @@ int main(int argc, char **argv)
     pthread_t th;
     int started = 0, rc = 1;
     void *cctx = NULL, *dealer = NULL;
-    double *us = NULL;
+    double *us = NULL, *bus = NULL;
 
     memset(&s, 0, sizeof s);
     for (int a = 1; a < argc; a++) {
@@ -124,9 +129,10 @@ int main(int argc, char **argv)
     }
     payload = calloc(1, (size_t)size);
     us = calloc((size_t)rt, sizeof *us);
+    bus = calloc((size_t)rt, sizeof *bus);
     s.ctx = zmq_ctx_new();
     cctx = zmq_ctx_new();
-    if (!payload || !us || !s.ctx || !cctx)
+    if (!payload || !us || !bus || !s.ctx || !cctx)
         goto out;
     s.rt = rt;
     s.oneway = oneway;
@@ -155,6 +161,22 @@ int main(int argc, char **argv)
         if (i >= rt / 10)
             us[i - rt / 10] = (s_now() - t0) * 1e6;
     }
+    for (long i = 0; i < rt + rt / 10; i++) {
+        double t0 = s_now();
+        int n;
+        if (zmq_send(dealer, payload, (size_t)size, 0) < 0)
+            n = -1;
+        else
+            while ((n = zmq_recv(dealer, reply, sizeof reply, ZMQ_DONTWAIT)) < 0 &&
+                   errno == EAGAIN)
+                sched_yield();
+        if (n < 0) {
+            fprintf(stderr, "zmqfloor: busy round trip: %s\n", zmq_strerror(errno));
+            goto out;
+        }
+        if (i >= rt / 10)
+            bus[i - rt / 10] = (s_now() - t0) * 1e6;
+    }
     double t0 = s_now();
     for (long i = 0; i < oneway; i++) {
         if (zmq_send(dealer, payload, (size_t)size, 0) < 0) {
@@ -170,11 +192,14 @@ int main(int argc, char **argv)
     if (s.failed)
         goto out;
     qsort(us, (size_t)rt, sizeof *us, s_cmp_double);
+    qsort(bus, (size_t)rt, sizeof *bus, s_cmp_double);
     double span = s.t_last - s.t_first;
+    long p99 = (long)(0.99 * (double)(rt - 1));
     printf("{\"system\": \"zeromq\", \"workload\": \"floor\", \"size\": %ld, \"rt_n\": %ld, "
-           "\"rt_median_us\": %.1f, \"rt_p99_us\": %.1f, \"oneway_n\": %ld, "
+           "\"rt_median_us\": %.1f, \"rt_p99_us\": %.1f, \"rt_busy_median_us\": %.1f, "
+           "\"rt_busy_p99_us\": %.1f, \"oneway_n\": %ld, "
            "\"oneway_msgs_per_s\": %.1f, \"oneway_send_seconds\": %.6f}\n",
-           size, rt, us[rt / 2], us[(long)(0.99 * (double)(rt - 1))], oneway,
+           size, rt, us[rt / 2], us[p99], bus[rt / 2], bus[p99], oneway,
            span > 0 ? (double)(oneway - 1) / span : 0.0, t_send);
     rc = 0;
 out:
@@ -195,5 +220,6 @@ out:
         zmq_ctx_term(s.ctx);
     free(payload);
     free(us);
+    free(bus);
     return rc;
 }

@@ -97,6 +97,14 @@ typedef struct u64vec {
 /* ...and looks again this often while a caller holds it. */
 #define CLIENT_PARK_HELD 0.02
 enum { DRIVER_FREE = 0, DRIVER_IO = 1, DRIVER_CALLER = 2 };
+/* A caller that drives the socket while waiting busy-polls for its answer
+ * (see "Busy-polling" in client.c) for at most this many microseconds by
+ * default ($SHOAL_SPIN_US or shoal_connect_opts_t.spin_us change it;
+ * CLIENT_SPIN_MAX_US is the largest accepted), and only while at most
+ * CLIENT_SPIN_PENDING of its futures are unfinished. */
+#define CLIENT_SPIN_US 500
+#define CLIENT_SPIN_MAX_US 100000
+#define CLIENT_SPIN_PENDING 4
 
 typedef struct subbatch {
     proto_batch_t b;
@@ -195,6 +203,7 @@ typedef struct ftab {
     uint32_t *live;           /* futures on each page */
     size_t npages;
     size_t count;
+    size_t pending;           /* of those, still SHOAL_PENDING */
 } ftab_t;
 
 CLIENT_HIDDEN shoal_future_t *ftab_get(const ftab_t *t, uint64_t id);
@@ -233,6 +242,8 @@ struct shoal_client {
     double next_hb;          /* token holder only: next heartbeat */
     zmq_pollitem_t *io_items; /* token holder only: the poll set */
     size_t io_cap;
+    long spin_us;            /* most a waiting caller busy-polls; 0: never */
+    double wait_avg;         /* token holder only: callers' recent waits (s) */
 
     /* shared, under mu */
     int state;
@@ -313,6 +324,9 @@ CLIENT_HIDDEN void client_future_complete(shoal_future_t *f, int status,
                                           const char *worker, size_t wlen);
 /* Fail every pending future of c with `msg` (connection lost...). */
 CLIENT_HIDDEN void client_fail_pending(shoal_client_t *c, const char *msg);
+/* Whether a caller waiting now would busy-poll (client.c, "Busy-polling");
+ * c->mu held. */
+CLIENT_HIDDEN int client_spin_worth(const shoal_client_t *c);
 /* Free a future whose last reference is gone (removes it from the index). */
 CLIENT_HIDDEN void client_future_free(shoal_future_t *f);
 

@@ -54,6 +54,7 @@ int ftab_put(ftab_t *t, shoal_future_t *f)
     *slot = f;
     t->live[p]++;
     t->count++;
+    t->pending += f->status == SHOAL_PENDING;
     return 0;
 nomem:
     errno = ENOMEM;
@@ -71,6 +72,7 @@ void ftab_del(ftab_t *t, const shoal_future_t *f, uint64_t next_n)
         return;
     *slot = NULL;
     t->count--;
+    t->pending -= f->status == SHOAL_PENDING;
     if (--t->live[p] == 0 && p != (size_t)(s_n(next_n) >> FTAB_PAGE_BITS)) {
         free(t->pages[p]);
         t->pages[p] = NULL;

@@ -95,6 +95,8 @@ void client_future_complete(shoal_future_t *f, int status, const void *data, siz
     }
     if (worker)
         f->worker = s_strndup(worker, wlen);
+    if (ftab_get(&f->c->futures, f->id) == f)
+        f->c->futures.pending--;
     /* Publish: readers of the status without the lock see the fields. */
     __atomic_store_n(&f->status, status, __ATOMIC_RELEASE);
 

@@ -56,6 +56,13 @@ typedef struct shoal_connect_opts {
     int local_nworkers;          /* local cluster: 0 means one per core */
     int local_nthreads;          /* local cluster: threads per worker, 0 means 1 */
     const char *name;            /* client name shown in status; may be NULL */
+    /* Busy-polling: a thread waiting for a result with at most a few of its
+     * tasks unfinished keeps polling the connection for up to this many
+     * microseconds before it sleeps, so that a short task's answer does not
+     * wait for a sleeping CPU to wake (about half of a round trip on small
+     * machines).  It stops on its own while answers take longer than that.
+     * 0 means $SHOAL_SPIN_US if set, else 500; negative means never. */
+    int spin_us;
 } shoal_connect_opts_t;
 
 /* Connect with default options to `address` (see shoal_connect_opts_t). */

@@ -23,6 +23,8 @@
 
 #include "shoal.h"
 
+#include "client_int.h" /* the busy-polling test reads the client's counters */
+
 #include "exec.h"
 #include "mp.h"
 #include "proto.h"
@@ -1241,6 +1243,134 @@ static void *thr_submit(void *p)
     return NULL;
 }
 
+/* Busy-polling (client.c): its setting is validated wherever it comes from;
+ * the count of unfinished futures it is decided on stays exact through
+ * completion, cancellation and release; a long wait turns it off and a
+ * crowd of unfinished tasks keeps it off; and timeouts still hold while a
+ * caller spins. */
+static size_t s_pending(shoal_client_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->futures.pending;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+static int s_worth(shoal_client_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int w = client_spin_worth(c);
+    pthread_mutex_unlock(&c->mu);
+    return w;
+}
+
+START_TEST(test_remote_spin)
+{
+    fake_t *fk = fake_start(FAKE_OK);
+    shoal_connect_opts_t o = {.address = fk->endpoint, .timeout = 5};
+    shoal_error_t err;
+    shoal_client_t *c;
+
+    /* Bad settings are refused with a message naming them. */
+    static const char *bad[] = {"fast", "-5", "100001", "1e3", " 7"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("SHOAL_SPIN_US", bad[i], 1);
+        errno = 0;
+        ck_assert_ptr_null(shoal_connect_opts(&o, &err));
+        ck_assert_int_eq(errno, EINVAL);
+        ck_assert_msg(strstr(err.msg, "SHOAL_SPIN_US") && strstr(err.msg, bad[i]), "%s",
+                      err.msg);
+    }
+    o.spin_us = CLIENT_SPIN_MAX_US + 1;
+    ck_assert_ptr_null(shoal_connect_opts(&o, &err));
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "spin_us"));
+
+    /* The option wins over the environment; negative turns it off; 0 in
+     * the environment too. */
+    o.spin_us = -1;
+    c = shoal_connect_opts(&o, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_int_eq(c->spin_us, 0);
+    ck_assert_int_eq(s_worth(c), 0);
+    int64_t v[] = {1};
+    shoal_future_t *f = submit_ints(c, "ok", 1, v, &err);
+    ck_assert_int_eq(shoal_result(f, 5, NULL, NULL, &err), 0);
+    shoal_release(f);
+    shoal_disconnect(c);
+    setenv("SHOAL_SPIN_US", "0", 1);
+    o.spin_us = 0;
+    c = shoal_connect_opts(&o, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_int_eq(c->spin_us, 0);
+    shoal_disconnect(c);
+    setenv("SHOAL_SPIN_US", "250", 1);
+    c = shoal_connect_opts(&o, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_int_eq(c->spin_us, 250);
+    shoal_disconnect(c);
+    unsetenv("SHOAL_SPIN_US");
+
+    /* The default. */
+    c = shoal_connect_opts(&o, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    ck_assert_int_eq(c->spin_us, CLIENT_SPIN_US);
+    ck_assert_uint_eq(s_pending(c), 0);
+    ck_assert_int_eq(s_worth(c), 1);
+
+    /* Unfinished futures are counted: held ones stay, answered ones go. */
+    shoal_future_t *h[CLIENT_SPIN_PENDING + 2];
+    for (int i = 0; i < CLIENT_SPIN_PENDING + 2; i++)
+        h[i] = submit_delay(c, "hold", 0);
+    ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING + 2);
+    ck_assert_int_eq(s_worth(c), 0); /* too many unfinished */
+    /* A timeout holds while the caller spins (and then sleeps). */
+    double t0 = util_now();
+    ck_assert_int_eq(shoal_result(h[0], 0.05, NULL, NULL, &err), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_msg(util_now() - t0 < 3, "a 0.05 s timeout took %g s", util_now() - t0);
+    f = submit_ints(c, "ok", 1, v, &err);
+    ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING + 3);
+    ck_assert_int_eq(shoal_result(f, 5, NULL, NULL, &err), 0);
+    ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING + 2);
+    shoal_release(f);
+    /* Cancelled: no longer unfinished. */
+    ck_assert_int_eq(shoal_cancel(h[0]), 0);
+    ck_assert_int_eq(shoal_result(h[0], 5, NULL, NULL, &err), -1);
+    ck_assert_int_eq(errno, ECANCELED);
+    ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING + 1);
+    /* Released before it finished: forgotten, so no longer counted. */
+    shoal_release(h[1]);
+    ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING);
+    /* Releasing a finished one changes nothing. */
+    shoal_release(h[0]);
+    ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING);
+    for (int i = 2; i < CLIENT_SPIN_PENDING + 2; i++) {
+        ck_assert_int_eq(shoal_cancel(h[i]), 0);
+        ck_assert_int_eq(shoal_result(h[i], 5, NULL, NULL, &err), -1);
+        shoal_release(h[i]);
+    }
+    ck_assert_uint_eq(s_pending(c), 0);
+
+    /* A wait longer than the spin turns it off (the average of recent
+     * waits is then over spin_us); it comes back once answers are quick,
+     * which is not asserted here: how quick they are depends on the
+     * machine. */
+    pthread_mutex_lock(&c->mu);
+    c->wait_avg = 0;
+    pthread_mutex_unlock(&c->mu);
+    ck_assert_int_eq(s_worth(c), 1);
+    f = submit_delay(c, "delay", 50);
+    ck_assert_int_eq(shoal_result(f, 5, NULL, NULL, &err), 0);
+    ck_assert_int_eq(s_worth(c), 0);
+    shoal_release(f);
+    ck_assert_uint_eq(s_pending(c), 0);
+
+    shoal_disconnect(c);
+    fake_stop(fk);
+}
+END_TEST
+
 START_TEST(test_remote_threads)
 {
     fake_t *fk = fake_start(FAKE_OK);
@@ -1458,6 +1588,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_remote_connection_lost);
     tcase_add_test(tc, test_remote_restart);
     tcase_add_test(tc, test_remote_threads);
+    tcase_add_test(tc, test_remote_spin);
     tcase_add_test(tc, test_disconnect_with_live_futures);
     suite_add_tcase(s, tc);
 
