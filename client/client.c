@@ -17,8 +17,8 @@
 #include "client_int.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -842,15 +842,6 @@ static void s_heartbeat(shoal_client_t *c)
 enum { PI_SOCK = 0, PI_MON = 1, PI_WAKE = 2, PI_FIXED = 3 };
 
 /*
- * One turn of the I/O loop, run by whoever holds the driver token (see
- * "Who drives the socket" in client_int.h): send what the API queued (the
- * "flush before sleeping" of the batching scheme: whatever accumulated while
- * the loop was busy goes out together), then sleep until a socket has input,
- * an API thread writes the eventfd, the next deadline (heartbeat, data-plane
- * request timeouts) comes, or max_ms passes (-1: no limit of the caller's),
- * and handle what came.
- */
-/*
  * Busy-polling.  A round trip to a worker and back crosses four ZeroMQ
  * hops, each of which wakes three threads; on a small machine a wake-up
  * that lands on an idle CPU costs 20-40 us (the hypervisor has to resume
@@ -892,6 +883,15 @@ static void s_note_wait(shoal_client_t *c, double waited)
     c->wait_avg += (waited - c->wait_avg) * 0.25;
 }
 
+/*
+ * One turn of the I/O loop, run by whoever holds the driver token (see
+ * "Who drives the socket" in client_int.h): send what the API queued (the
+ * "flush before sleeping" of the batching scheme: whatever accumulated while
+ * the loop was busy goes out together), then sleep until a socket has input,
+ * an API thread writes the eventfd, the next deadline (heartbeat, data-plane
+ * request timeouts) comes, or max_ms passes (-1: no limit of the caller's),
+ * and handle what came.  A caller's turn (`caller`) may busy-poll first.
+ */
 static void s_io_step(shoal_client_t *c, long max_ms, int caller)
 {
     pthread_mutex_lock(&c->mu);

@@ -34,7 +34,8 @@
  * (client_kick).  The I/O thread takes the token back when callers leave it
  * alone for CLIENT_PARK seconds, or at once when asked (`io_retake`: other
  * threads wait, work was left queued, or the client stops), so heartbeats
- * and background results never depend on the application calling in.
+ * and background results never depend on the application calling in.  A
+ * caller's turn may busy-poll before it sleeps (client.c, "Busy-polling").
  *
  * Results that live on workers (docs/DATAPLANE.md): a RESULT may say "ok,
  * the bytes are on these holders".  The future is then FINISHED with
