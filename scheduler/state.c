@@ -1534,21 +1534,45 @@ static int s_check_inputs(sched_t *s, sched_task_t *t)
     return 1;
 }
 
-/* Among the workers that can take a task now, the one holding the most
- * bytes of t's kept inputs; NULL if none holds any. */
-static sched_worker_t *s_best_holder(const sched_t *s, const sched_task_t *t)
+/* How long (us) a task given to w now would wait for a thread: its queue
+ * (run first in, first out) at the average task duration. */
+static double s_wait_us(const sched_t *s, const sched_worker_t *w)
+{
+    if (w->inflight < w->nthreads)
+        return 0;
+    return (double)(w->inflight - w->nthreads + 1) * s->ewma_us / (double)w->nthreads;
+}
+
+/*
+ * Where a task with inputs kept on workers should run: the worker where it
+ * would start soonest, counting the wait for a thread and the fetch of the
+ * input bytes that worker lacks (at SCHED_STEAL_BPS, the rate stealing
+ * assumes too).  Candidates are `dflt` (the worker plain placement would
+ * take) and the holders of the inputs, including holders that are already
+ * full: a task behind a short queue where its 8 MB input lies starts
+ * sooner than one that first fetches it, and the fetch costs both workers'
+ * CPU besides.  Ties go to the holder of more bytes, then to an idle
+ * worker.  Until a task duration has been measured the wait cannot be
+ * estimated: then the choice is among workers with room only, the one
+ * holding the most bytes, as before.  Returns dflt when no holder is
+ * better.
+ */
+static sched_worker_t *s_best_place(const sched_t *s, const sched_task_t *t,
+                                    sched_worker_t *dflt)
 {
     enum { NCAND = 16 };
     sched_worker_t *cw[NCAND];
-    uint64_t cb[NCAND];
+    uint64_t cb[NCAND], total = 0;
     size_t nc = 0;
+    int timed = s->ewma_us >= 0;
     for (uint32_t j = 0; j < t->ndeps; j++) {
         const task_ext_t *e = s_ext(s, t->deps[j]);
         if (!e)
             continue;
+        total += e->nbytes;
         for (uint32_t i = 0; i < e->nwho; i++) {
             sched_worker_t *w = e->who[i];
-            if (w->list == WL_NONE)
+            if (w->removing || w->paused || (!timed && w->list == WL_NONE))
                 continue;
             size_t k = 0;
             while (k < nc && cw[k] != w)
@@ -1564,12 +1588,35 @@ static sched_worker_t *s_best_holder(const sched_t *s, const sched_task_t *t)
     }
     sched_worker_t *best = NULL;
     uint64_t most = 0;
-    for (size_t k = 0; k < nc; k++) {
-        /* Prefer an idle worker among equals. */
-        if (!best || cb[k] > most || (cb[k] == most && cw[k]->list == WL_IDLE &&
-                                      best->list != WL_IDLE)) {
-            best = cw[k];
-            most = cb[k];
+    if (!timed) {
+        for (size_t k = 0; k < nc; k++) {
+            /* Prefer an idle worker among equals. */
+            if (!best || cb[k] > most || (cb[k] == most && cw[k]->list == WL_IDLE &&
+                                          best->list != WL_IDLE)) {
+                best = cw[k];
+                most = cb[k];
+            }
+        }
+        return best ? best : dflt;
+    }
+    double cost = 0;
+    for (size_t k = 0; k <= nc; k++) {
+        sched_worker_t *w = k < nc ? cw[k] : dflt;
+        uint64_t held = 0;
+        if (k < nc) {
+            held = cb[k];
+        } else {
+            for (size_t i = 0; i < nc; i++)
+                if (cw[i] == dflt)
+                    held = cb[i];
+        }
+        double c = s_wait_us(s, w) + (double)(total - held) / SCHED_STEAL_BPS * 1e6;
+        if (!best || c < cost ||
+            (c == cost && (held > most || (held == most && w->list == WL_IDLE &&
+                                           best->list != WL_IDLE)))) {
+            best = w;
+            cost = c;
+            most = held;
         }
     }
     return best;
@@ -2676,9 +2723,7 @@ void sched_place(sched_t *s)
             /* Inputs on workers: check they still exist, go to the data. */
             if (!s_check_inputs(s, t))
                 continue;
-            sched_worker_t *h = s_best_holder(s, t);
-            if (h)
-                w = h;
+            w = s_best_place(s, t, w);
             s_transition(s, t, TS_PROCESSING, w);
             if (s->ops.compute)
                 s->ops.compute(s->ctx, w->user, t);

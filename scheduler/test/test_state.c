@@ -1151,6 +1151,86 @@ START_TEST(test_kept_holders_and_locality)
 }
 END_TEST
 
+/* Plain tasks until w is full (its in-flight limit), with `other` paused
+ * meanwhile so that it stays idle.  Returns the next free task number. */
+static int fill_worker(sched_worker_t *w, sched_worker_t *other, int n)
+{
+    sched_worker_set_paused(S, other, 1);
+    while (sched_worker_running(w) < sched_worker_limit(S, w)) {
+        ck_assert_int_lt(n, 1000);
+        ck_assert_int_eq(submit(TID(n), 0), 0);
+        sched_place(S);
+        rec_t *e = find(EV_COMPUTE, TID(n));
+        ck_assert_ptr_nonnull(e);
+        ck_assert_ptr_eq(DWOF(e), w);
+        n++;
+    }
+    sched_worker_set_paused(S, other, 0);
+    ck_assert_uint_eq(sched_worker_running(other), 0);
+    return n;
+}
+
+/* A task whose input lies on a worker that is full waits there when the
+ * queue is shorter than fetching the input elsewhere would take (8 MB at
+ * 100 MB/s: 80 ms, against two 20 ms tasks ahead of it), and goes to the
+ * idle worker when the input is cheap to move (100 kB: 1 ms). */
+START_TEST(test_locality_waits_for_full_holder)
+{
+    data_workers(2);
+    /* Measured durations: 20 ms a task, so one task of prefetch each. */
+    ck_assert_int_eq(submit(TID(1), 0), 0);
+    ck_assert_int_eq(submit(TID(2), 0), 0);
+    sched_place(S);
+    rec_t *e1 = find(EV_COMPUTE, TID(1)), *e2 = find(EV_COMPUTE, TID(2));
+    sched_worker_t *wa = DWOF(e1), *wb = DWOF(e2);
+    ck_assert_ptr_ne(wa, wb);
+    ck_assert_int_eq(sched_task_done_kept(S, wa, TID(1), 8000000, 20000), 0); /* big */
+    ck_assert_int_eq(sched_task_done_kept(S, wb, TID(2), 100000, 20000), 0);  /* small */
+    ck_assert_uint_eq(sched_worker_limit(S, wa), 2);
+
+    /* The big input's holder is full, the other worker idle: wait. */
+    int n = fill_worker(wa, wb, 100);
+    uint64_t dep = TID(1);
+    ck_assert_int_eq(submit_full(TID(10), "g", &dep, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    rec_t *e = find(EV_COMPUTE, TID(10));
+    ck_assert_ptr_nonnull(e);
+    ck_assert_ptr_eq(DWOF(e), wa);
+    ck_assert_uint_eq(sched_worker_running(wa), 3); /* over its limit: queued there */
+    ck_assert_uint_eq(sched_worker_running(wb), 0);
+
+    /* ...but not behind a queue longer than the fetch: with five tasks
+     * ahead (100 ms) the next one goes to the idle worker. */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(submit_full(TID(11 + i), "g", &dep, 1, 0, 0, NULL), 0);
+        sched_place(S);
+        ck_assert_ptr_eq(DWOF(find(EV_COMPUTE, TID(11 + i))), wa);
+    }
+    ck_assert_int_eq(submit_full(TID(13), "g", &dep, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_ptr_eq(DWOF(find(EV_COMPUTE, TID(13))), wb);
+
+    /* Drain both, then fill the small input's holder: that input moves. */
+    for (sched_worker_t *w = wa;; w = wb) {
+        for (size_t i = R.n; i-- > 0;) {
+            rec_t *r = &R.v[i];
+            if (r->kind == EV_COMPUTE && DWOF(r) == w &&
+                sched_state_of(S, r->id) == TS_PROCESSING)
+                done_ok(w, r->id, "x");
+        }
+        if (w == wb)
+            break;
+    }
+    ck_assert_uint_eq(sched_worker_running(wa), 0);
+    ck_assert_uint_eq(sched_worker_running(wb), 0);
+    fill_worker(wb, wa, n);
+    dep = TID(2);
+    ck_assert_int_eq(submit_full(TID(20), "g", &dep, 1, 0, 0, NULL), 0);
+    sched_place(S);
+    ck_assert_ptr_eq(DWOF(find(EV_COMPUTE, TID(20))), wa);
+}
+END_TEST
+
 START_TEST(test_kept_free_on_release)
 {
     data_workers(2);
@@ -1757,6 +1837,7 @@ Suite *state_suite(void)
     tcase_add_test(tc, test_data_sizes_and_reuse);
     tcase_add_test(tc, test_func_names_packed);
     tcase_add_test(tc, test_kept_holders_and_locality);
+    tcase_add_test(tc, test_locality_waits_for_full_holder);
     tcase_add_test(tc, test_kept_free_on_release);
     tcase_add_test(tc, test_kept_lost_recomputed);
     tcase_add_test(tc, test_kept_chain_frees_intermediates);
