@@ -854,11 +854,6 @@ enum { PI_SOCK = 0, PI_MON = 1, PI_WAKE = 2, PI_FIXED = 3 };
  * and it is skipped while the callers' recent waits (a running average)
  * were longer than that.  The I/O thread never spins.
  */
-int client_spin_worth(const shoal_client_t *c)
-{
-    return c->spin_us > 0 && c->futures.pending <= CLIENT_SPIN_PENDING &&
-           c->wait_avg * 1e6 <= (double)c->spin_us;
-}
 
 /* Poll without sleeping for up to spin_us; the result of the last poll. */
 static int s_spin_poll(shoal_client_t *c, zmq_pollitem_t *items, int n)
@@ -898,8 +893,10 @@ static void s_io_step(shoal_client_t *c, long max_ms, int caller)
     /* Live futures may be released while we sleep, and a release does
      * not wake us: bound the sleep so that it goes out. */
     int may_release = c->futures.count > 0 || c->rel.n > 0;
-    int spin = caller && max_ms != 0 && client_spin_worth(c);
+    /* Few tasks unfinished: the wait is measured, and spun if recent ones
+     * were short. */
     int timed = caller && c->spin_us > 0 && c->futures.pending <= CLIENT_SPIN_PENDING;
+    int spin = timed && max_ms != 0 && c->wait_avg * 1e6 <= (double)c->spin_us;
     pthread_mutex_unlock(&c->mu);
 
     s_flush(c);
@@ -938,7 +935,11 @@ static void s_io_step(shoal_client_t *c, long max_ms, int caller)
     if (with_data)
         cdata_fill_poll(c->data, items + PI_FIXED);
     double t0 = timed ? util_now() : 0.0;
-    int rc = spin ? s_spin_poll(c, items, (int)n) : 0;
+    int rc = 0;
+    if (spin) {
+        c->nspins++;
+        rc = s_spin_poll(c, items, (int)n);
+    }
     if (rc == 0) {
         if (spin && ms > 0) {
             long spent = (long)((util_now() - t0) * 1000.0);

@@ -245,6 +245,7 @@ struct shoal_client {
     size_t io_cap;
     long spin_us;            /* most a waiting caller busy-polls; 0: never */
     double wait_avg;         /* token holder only: callers' recent waits (s) */
+    uint64_t nspins;         /* token holder only: callers' turns that spun */
 
     /* shared, under mu */
     int state;
@@ -325,9 +326,6 @@ CLIENT_HIDDEN void client_future_complete(shoal_future_t *f, int status,
                                           const char *worker, size_t wlen);
 /* Fail every pending future of c with `msg` (connection lost...). */
 CLIENT_HIDDEN void client_fail_pending(shoal_client_t *c, const char *msg);
-/* Whether a caller waiting now would busy-poll (client.c, "Busy-polling");
- * c->mu held. */
-CLIENT_HIDDEN int client_spin_worth(const shoal_client_t *c);
 /* Free a future whose last reference is gone (removes it from the index). */
 CLIENT_HIDDEN void client_future_free(shoal_future_t *f);
 

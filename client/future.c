@@ -95,8 +95,9 @@ void client_future_complete(shoal_future_t *f, int status, const void *data, siz
     }
     if (worker)
         f->worker = s_strndup(worker, wlen);
-    if (ftab_get(&f->c->futures, f->id) == f)
-        f->c->futures.pending--;
+    /* A future stays in the index from client_future_new until it is
+     * freed, so it is counted there as unfinished until now. */
+    f->c->futures.pending--;
     /* Publish: readers of the status without the lock see the fields. */
     __atomic_store_n(&f->status, status, __ATOMIC_RELEASE);
 

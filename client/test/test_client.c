@@ -1244,10 +1244,10 @@ static void *thr_submit(void *p)
 }
 
 /* Busy-polling (client.c): its setting is validated wherever it comes from;
- * the count of unfinished futures it is decided on stays exact through
- * completion, cancellation and release; a long wait turns it off and a
- * crowd of unfinished tasks keeps it off; and timeouts still hold while a
- * caller spins. */
+ * a waiting caller spins (counted in nspins) with few tasks unfinished and
+ * a timeout still holds; the count of unfinished futures it is decided on
+ * stays exact through completion, cancellation and release; a crowd of
+ * unfinished tasks, a long wait, or the setting 0 keep it from spinning. */
 static size_t s_pending(shoal_client_t *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -1265,12 +1265,20 @@ static void s_forget_waits(shoal_client_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-static int s_worth(shoal_client_t *c)
+/* Wait `timeout` s for f (a task that does not finish) and return how many
+ * of the caller's turns busy-polled meanwhile. */
+static uint64_t s_spins_waiting(shoal_client_t *c, shoal_future_t *f, double timeout)
 {
+    shoal_error_t err;
     pthread_mutex_lock(&c->mu);
-    int w = client_spin_worth(c);
+    uint64_t before = c->nspins;
     pthread_mutex_unlock(&c->mu);
-    return w;
+    ck_assert_int_eq(shoal_result(f, timeout, NULL, NULL, &err), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->nspins - before;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }
 
 START_TEST(test_remote_spin)
@@ -1301,10 +1309,12 @@ START_TEST(test_remote_spin)
     c = shoal_connect_opts(&o, &err);
     ck_assert_msg(c != NULL, "%s", err.msg);
     ck_assert_int_eq(c->spin_us, 0);
-    ck_assert_int_eq(s_worth(c), 0);
     int64_t v[] = {1};
     shoal_future_t *f = submit_ints(c, "ok", 1, v, &err);
     ck_assert_int_eq(shoal_result(f, 5, NULL, NULL, &err), 0);
+    shoal_release(f);
+    f = submit_delay(c, "hold", 0);
+    ck_assert_uint_eq(s_spins_waiting(c, f, 0.2), 0);
     shoal_release(f);
     shoal_disconnect(c);
     setenv("SHOAL_SPIN_US", "0", 1);
@@ -1325,21 +1335,23 @@ START_TEST(test_remote_spin)
     ck_assert_msg(c != NULL, "%s", err.msg);
     ck_assert_int_eq(c->spin_us, CLIENT_SPIN_US);
     ck_assert_uint_eq(s_pending(c), 0);
-    s_forget_waits(c);
-    ck_assert_int_eq(s_worth(c), 1);
 
     /* Unfinished futures are counted: held ones stay, answered ones go. */
     shoal_future_t *h[CLIENT_SPIN_PENDING + 2];
-    for (int i = 0; i < CLIENT_SPIN_PENDING + 2; i++)
+    h[0] = submit_delay(c, "hold", 0);
+    ck_assert_uint_eq(s_pending(c), 1);
+    /* Few unfinished and no long waits lately: a waiting caller spins, and
+     * its timeout still holds. */
+    s_forget_waits(c);
+    double t0 = util_now();
+    ck_assert_uint_ge(s_spins_waiting(c, h[0], 0.2), 1);
+    ck_assert_msg(util_now() - t0 < 3, "a 0.2 s timeout took %g s", util_now() - t0);
+    for (int i = 1; i < CLIENT_SPIN_PENDING + 2; i++)
         h[i] = submit_delay(c, "hold", 0);
     ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING + 2);
+    /* Too many unfinished: no spinning. */
     s_forget_waits(c);
-    ck_assert_int_eq(s_worth(c), 0); /* too many unfinished */
-    /* A timeout holds while the caller spins (and then sleeps). */
-    double t0 = util_now();
-    ck_assert_int_eq(shoal_result(h[0], 0.05, NULL, NULL, &err), -1);
-    ck_assert_int_eq(errno, ETIMEDOUT);
-    ck_assert_msg(util_now() - t0 < 3, "a 0.05 s timeout took %g s", util_now() - t0);
+    ck_assert_uint_eq(s_spins_waiting(c, h[0], 0.2), 0);
     f = submit_ints(c, "ok", 1, v, &err);
     ck_assert_uint_eq(s_pending(c), CLIENT_SPIN_PENDING + 3);
     ck_assert_int_eq(shoal_result(f, 5, NULL, NULL, &err), 0);
@@ -1368,10 +1380,11 @@ START_TEST(test_remote_spin)
      * which is not asserted here: how quick they are depends on the
      * machine. */
     s_forget_waits(c);
-    ck_assert_int_eq(s_worth(c), 1);
     f = submit_delay(c, "delay", 200);
     ck_assert_int_eq(shoal_result(f, 5, NULL, NULL, &err), 0);
-    ck_assert_int_eq(s_worth(c), 0);
+    shoal_release(f);
+    f = submit_delay(c, "hold", 0);
+    ck_assert_uint_eq(s_spins_waiting(c, f, 0.2), 0);
     shoal_release(f);
     ck_assert_uint_eq(s_pending(c), 0);
 
